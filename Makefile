@@ -1,0 +1,40 @@
+# Two commands matter: `make run` and `make test`. Both install what they need first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8080
+RUN_DIR := .run
+
+.PHONY: install run test check bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[embedded,test]'
+	touch $(STAMP)
+
+run: install
+	rm -rf $(RUN_DIR)/store && mkdir -p $(RUN_DIR)/store
+	for m in triton_repo_template/examples/*/; do \
+	  $(VENV)/bin/mme-gateway package "$$m" "$(RUN_DIR)/store/$$(basename $$m).tar.gz" || exit 1; done
+	$(VENV)/bin/mme-gateway serve --host $(HOST) --port $(PORT) \
+	  --model-store $(RUN_DIR)/store --cache-dir $(RUN_DIR)/cache --print-examples
+
+test: install
+	$(VENV)/bin/pytest
+
+check: install
+	$(VENV)/bin/ruff format --check gateway tests
+	$(VENV)/bin/ruff check gateway tests
+	$(VENV)/bin/mypy gateway
+
+bench: install
+	bash bench/run.sh
+
+clean:
+	rm -rf $(VENV) $(RUN_DIR)
