@@ -1,0 +1,69 @@
+"""The gateway's one exception tree. Each error carries its HTTP status and SageMaker code.
+
+    GatewayError                      500 InternalFailure
+    ├── ValidationError               400 ValidationError
+    │   ├── ModelNotFound             400 on SageMaker routes, 404 on KServe v2 routes
+    │   └── PayloadTooLarge           413
+    ├── ModelError                    424 ModelError (the model itself failed)
+    ├── ModelNotReady                 429 ModelNotReadyException (load still running)
+    ├── ServiceUnavailable            503 ServiceUnavailable (Triton down or not ready)
+    └── InsufficientMemory            507 InsufficientMemory
+
+Adapters (``triton/errors.py``, ``store/s3.py``) translate third-party errors into these;
+``front/middleware.py`` is the one place that renders them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GatewayError(Exception):
+    status = 500
+    error_type = "InternalFailure"
+
+    def __init__(self, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+        """Additional members of the SageMaker error shape (OriginalStatusCode, ...)."""
+
+
+class ValidationError(GatewayError):
+    status = 400
+    error_type = "ValidationError"
+
+
+class ModelNotFound(ValidationError):
+    """The target model is not in the model store."""
+
+    kserve_status = 404
+
+
+class PayloadTooLarge(ValidationError):
+    status = 413
+
+
+class ModelError(GatewayError):
+    status = 424
+    error_type = "ModelError"
+
+    def __init__(self, message: str, original_status: int, original_message: str) -> None:
+        super().__init__(
+            message, OriginalStatusCode=original_status, OriginalMessage=original_message
+        )
+
+
+class ModelNotReady(GatewayError):
+    status = 429
+    error_type = "ModelNotReadyException"
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    error_type = "ServiceUnavailable"
+
+
+class InsufficientMemory(GatewayError):
+    status = 507
+    error_type = "InsufficientMemory"

@@ -1,0 +1,200 @@
+"""One frozen Settings object, built from command-line flags and ``MME_*`` variables.
+
+Every field is a flag ``--field-name`` and an environment variable ``MME_FIELD_NAME``;
+a flag wins over the variable, the variable over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import os
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "MME_"
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``123``, ``6MiB``, ``1.5GiB``, ``10GB``."""
+    match = _SIZE.match(text)
+    if not match:
+        raise ValueError(f"not a size: {text!r}")
+    number, unit = match.group(1), (match.group(2) or "").upper()
+    base = 1024 if "I" in unit else 1000
+    scale = base ** "BKMGT".index(unit[0]) if unit else 1
+    return int(float(number) * scale)
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _env(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the gateway can be told. Components receive it in their constructor."""
+
+    host: str = "127.0.0.1"
+    """Address the gateway listens on."""
+    port: int = 8080
+    """Port of the SageMaker runtime, KServe v2 and ops routes."""
+    model_store: str = "./models"
+    """Where model archives live: ``s3://bucket/prefix/`` or a local folder."""
+    cache_dir: Path = Path("./.mme-cache")
+    """Disk cache: unpacked models (Triton's model repository) and temporary downloads."""
+    triton_url: str | None = None
+    """HTTP URL of an existing Triton (e.g. http://triton:8000); unset starts an embedded one."""
+    triton_model_repository: Path | None = None
+    """Model repository folder shared with Triton; defaults to <cache-dir>/models."""
+    triton_http_port: int = 8000
+    """HTTP port of the embedded Triton (also the gRPC host's port base for --triton-url)."""
+    triton_grpc_port: int = 8001
+    """gRPC port of Triton, used for the control plane."""
+    triton_metrics_port: int = 8002
+    """Metrics port of the embedded Triton."""
+    triton_startup_timeout: float = 60.0
+    """Seconds to wait for Triton to become ready."""
+    triton_log_verbose: int = 0
+    """Triton's --log-verbose level for the embedded server."""
+    max_body_size: int = 6 * 1024 * 1024
+    """Largest request body accepted, in bytes (SageMaker's limit is 6 MiB)."""
+    model_ready_timeout: float = 55.0
+    """Seconds a request waits for its model before it gets ModelNotReadyException (429)."""
+    model_load_timeout: float = 360.0
+    """Seconds a download plus load may take in all before it is abandoned."""
+    upstream_connections: int = 64
+    """Most keep-alive connections kept open to Triton's HTTP endpoint."""
+    variant_name: str = "AllTraffic"
+    """Production variant returned in X-Amzn-Invoked-Production-Variant."""
+    shutdown_timeout: float = 10.0
+    """Seconds in-flight requests get to finish on shutdown."""
+    log_level: str = "INFO"
+    """Logging level: DEBUG, INFO, WARNING, ERROR."""
+    print_examples: bool = False
+    """Print ready-to-paste curl and AWS CLI invocations once the gateway is up."""
+
+    @property
+    def repository(self) -> Path:
+        return self.triton_model_repository or self.cache_dir / "models"
+
+    @property
+    def triton_http_url(self) -> str:
+        return self.triton_url or f"http://127.0.0.1:{self.triton_http_port}"
+
+    @property
+    def triton_grpc_target(self) -> str:
+        host = _host_of(self.triton_http_url)
+        return f"{host}:{self.triton_grpc_port}"
+
+
+def _host_of(url: str) -> str:
+    rest = url.split("://", 1)[-1]
+    return rest.split("/", 1)[0].rsplit(":", 1)[0]
+
+
+_CONVERTERS: dict[str, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "Path": Path,
+    "Path | None": Path,
+    "str | None": str,
+    "bool": _parse_bool,
+}
+_SIZE_FIELDS = {"max_body_size"}
+
+
+def _converter(field: dataclasses.Field[Any]) -> Callable[[str], Any]:
+    if field.name in _SIZE_FIELDS:
+        return parse_size
+    return _CONVERTERS[str(field.type)]
+
+
+def _field_doc(name: str) -> str:
+    return _DOCS.get(name, "")
+
+
+def _collect_docs() -> dict[str, str]:
+    """Read the docstring under each field so --help and the README say the same thing."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(Settings))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs: dict[str, str] = {}
+    for node, nxt in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(nxt, ast.Expr)
+            and isinstance(nxt.value, ast.Constant)
+        ):
+            docs[node.target.id] = str(nxt.value.value)
+    return docs
+
+
+_DOCS = _collect_docs()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per Settings field; defaults come from the environment at parse time."""
+    for field in dataclasses.fields(Settings):
+        help_text = f"{_field_doc(field.name)} [env {_env(field.name)}; default {field.default}]"
+        if field.type == "bool":
+            parser.add_argument(
+                _flag(field.name),
+                dest=field.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
+        else:
+            parser.add_argument(
+                _flag(field.name),
+                dest=field.name,
+                type=_converter(field),
+                default=None,
+                help=help_text,
+            )
+
+
+def settings_from(
+    namespace: argparse.Namespace | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Flags over ``MME_*`` variables over defaults."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for field in dataclasses.fields(Settings):
+        given = getattr(namespace, field.name, None) if namespace is not None else None
+        if given is not None:
+            values[field.name] = given
+        elif _env(field.name) in env:
+            raw = env[_env(field.name)]
+            try:
+                values[field.name] = _converter(field)(raw)
+            except ValueError as exc:
+                raise SystemExit(f"{_env(field.name)}: {exc}") from exc
+    return Settings(**values)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> Settings:
+    parser = argparse.ArgumentParser(prog="mme-gateway serve")
+    add_arguments(parser)
+    return settings_from(parser.parse_args(argv))

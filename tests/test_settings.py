@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from gateway.settings import Settings, add_arguments, parse_size, settings_from
+
+
+def _parse(argv, environ):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return settings_from(parser.parse_args(argv), environ)
+
+
+def test_settings_defaults():
+    settings = _parse([], {})
+    assert settings == Settings()
+    assert settings.port == 8080 and settings.max_body_size == 6 * 1024 * 1024
+    assert settings.repository == Path("./.mme-cache/models")
+
+
+def test_settings_env_then_flag_precedence():
+    env = {"MME_PORT": "9000", "MME_MODEL_STORE": "s3://b/p/", "MME_MAX_BODY_SIZE": "1MiB"}
+    settings = _parse(["--port", "9100"], env)
+    assert settings.port == 9100
+    assert settings.model_store == "s3://b/p/"
+    assert settings.max_body_size == 1024 * 1024
+
+
+def test_settings_every_field_has_flag_env_and_doc(capsys):
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    parser.print_help()
+    text = capsys.readouterr().out
+    for name in Settings.__dataclass_fields__:
+        assert "--" + name.replace("_", "-") in text
+        assert "MME_" + name.upper() in text
+
+
+def test_settings_bad_env_value_exits_with_message():
+    with pytest.raises(SystemExit, match="MME_PORT"):
+        _parse([], {"MME_PORT": "eighty"})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("123", 123), ("6MiB", 6 * 1024**2), ("1.5GiB", int(1.5 * 1024**3)), ("10GB", 10 * 1000**3), ("2k", 2000)],
+)
+def test_parse_size(text, expected):
+    assert parse_size(text) == expected
+
+
+def test_parse_size_refuses_garbage():
+    with pytest.raises(ValueError):
+        parse_size("lots")
+
+
+def test_settings_triton_targets_follow_url():
+    settings = Settings(triton_url="http://triton:8000", triton_grpc_port=9001)
+    assert settings.triton_http_url == "http://triton:8000"
+    assert settings.triton_grpc_target == "triton:9001"
