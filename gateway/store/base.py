@@ -1,0 +1,33 @@
+"""Where models live: the ModelStore protocol that S3 and local folders implement."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    key: str
+    """The store key that held the model."""
+    url: str
+    """Where it came from, for logs and the management API."""
+    bytes: int
+    """Bytes written under the destination folder."""
+
+
+class ModelStore(Protocol):
+    async def fetch(self, candidates: Sequence[str], dest: Path, max_bytes: int) -> Fetched:
+        """Unpack the first candidate that exists into the empty folder ``dest``.
+
+        Raises ModelNotFound when none exists, ValidationError for a bad archive.
+        """
+        ...
+
+    async def close(self) -> None: ...
+
+
+def is_archive(key: str) -> bool:
+    return key.endswith((".tar.gz", ".tgz", ".tar"))

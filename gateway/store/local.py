@@ -1,0 +1,45 @@
+"""LocalModelStore: model archives or model folders under a local directory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.errors import ModelNotFound
+from gateway.store.archive import copy_model_dir, extract_tar
+from gateway.store.base import Fetched, is_archive
+
+
+class LocalModelStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+
+    def _locate(self, key: str) -> Path | None:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            return None  # a link inside the store pointing out of it
+        if is_archive(key) and path.is_file():
+            return path
+        if path.is_dir() and (path / "config.pbtxt").is_file():
+            return path
+        return None
+
+    def _fetch(self, candidates: Sequence[str], dest: Path, max_bytes: int) -> Fetched:
+        for key in candidates:
+            path = self._locate(key)
+            if path is None:
+                continue
+            if path.is_dir():
+                written = copy_model_dir(path, dest, max_bytes=max_bytes)
+            else:
+                with path.open("rb") as stream:
+                    written = extract_tar(stream, dest, max_bytes=max_bytes)
+            return Fetched(key=key, url=str(path), bytes=written)
+        raise ModelNotFound(f"Model '{candidates[0]}' was not found in the model store.")
+
+    async def fetch(self, candidates: Sequence[str], dest: Path, max_bytes: int) -> Fetched:
+        return await asyncio.to_thread(self._fetch, candidates, dest, max_bytes)
+
+    async def close(self) -> None:
+        return None

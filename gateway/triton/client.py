@@ -1,0 +1,56 @@
+"""TritonControl: the control plane (load, unload, metadata, index) on one gRPC channel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE
+
+from gateway.triton.errors import map_control_errors, map_load_errors
+
+# After a Triton restart the channel must reconnect within moments, not gRPC's default
+# backoff of up to two minutes.
+_CHANNEL_ARGS = [
+    ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+class TritonControl:
+    def __init__(self, target: str) -> None:
+        self._client = grpcclient.InferenceServerClient(url=target, channel_args=_CHANNEL_ARGS)
+
+    async def load(self, name: str, config: str | None = None) -> None:
+        """Load (or reload, with ``config`` a JSON ModelConfig override) a model."""
+        with map_load_errors(name):
+            await self._client.load_model(name, config=config)
+
+    async def unload(self, name: str) -> None:
+        with map_control_errors():
+            await self._client.unload_model(name)
+
+    async def metadata(self, name: str) -> dict[str, Any]:
+        with map_control_errors():
+            result: dict[str, Any] = await self._client.get_model_metadata(name, as_json=True)
+            return result
+
+    async def config(self, name: str) -> dict[str, Any]:
+        with map_control_errors():
+            result: dict[str, Any] = await self._client.get_model_config(name, as_json=True)
+            return dict(result.get("config", {}))
+
+    async def repository_index(self) -> list[dict[str, Any]]:
+        with map_control_errors():
+            result: dict[str, Any] = await self._client.get_model_repository_index(as_json=True)
+            return list(result.get("models", []))
+
+    async def is_ready(self) -> bool:
+        with map_control_errors():
+            return bool(await self._client.is_server_ready(client_timeout=2.0))
+
+    async def close(self) -> None:
+        await self._client.close()

@@ -1,0 +1,112 @@
+"""Triton's errors become the gateway's here, and nowhere else.
+
+Out-of-memory is recognised from the text the backends really produce; Triton has no
+error code for it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import orjson
+from tritonclient.utils import InferenceServerException
+
+from gateway.errors import (
+    GatewayError,
+    InsufficientMemory,
+    ModelError,
+    ServiceUnavailable,
+    ValidationError,
+)
+
+_OOM = re.compile(
+    "|".join(
+        [
+            r"CUDA out of memory",
+            r"CUDA_OUT_OF_MEMORY",
+            r"out of memory",
+            r"MemoryError",
+            r"OutOfMemory",
+            r"Failed to allocate memory",
+            r"CUBLAS_STATUS_ALLOC_FAILED",
+            r"CNMEM_STATUS_OUT_OF_MEMORY",
+            r"Dst tensor is not initialized",
+            r"Src tensor is not initialized",
+            r"could not be allocated",
+            r"Failed to increase the shared memory pool size",
+            r"memory limit set for GPU .* has exceeded, model loading is rejected",
+            r"\bOOM\b",
+        ]
+    ),
+    re.IGNORECASE,
+)
+# Triton's HTTP frontend rejects some malformed requests with 500 before any model runs.
+_REQUEST_FAULT = re.compile(
+    r"^(failed to parse|unable to parse|unable to find|unexpected (shape|total byte size)|"
+    r"input byte size mismatch|expected \d+ inputs)",
+    re.IGNORECASE,
+)
+_UNAVAILABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+
+
+def is_out_of_memory(text: str) -> bool:
+    return _OOM.search(text) is not None
+
+
+def _text(exc: InferenceServerException) -> str:
+    return str(exc.message() if callable(exc.message) else exc)
+
+
+@contextmanager
+def map_load_errors(model: str) -> Iterator[None]:
+    """A failed load_model: out of memory (507), Triton gone (503), or the model's fault (424)."""
+    try:
+        yield
+    except InferenceServerException as exc:
+        text = _text(exc)
+        if is_out_of_memory(text):
+            raise InsufficientMemory(f"Model '{model}' does not fit in memory: {text}") from exc
+        if exc.status() in _UNAVAILABLE:
+            raise ServiceUnavailable(f"Triton is unavailable: {text}") from exc
+        raise ModelError(
+            f"Model '{model}' failed to load: {text}", original_status=400, original_message=text
+        ) from exc
+
+
+@contextmanager
+def map_control_errors() -> Iterator[None]:
+    try:
+        yield
+    except InferenceServerException as exc:
+        text = _text(exc)
+        if exc.status() in _UNAVAILABLE:
+            raise ServiceUnavailable(f"Triton is unavailable: {text}") from exc
+        raise GatewayError(f"Triton control call failed: {text}") from exc
+
+
+def triton_message(body: bytes) -> str:
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode("utf-8", "replace")
+    if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+        return str(parsed["error"])
+    return body.decode("utf-8", "replace")
+
+
+def infer_error(model: str, status: int, body: bytes) -> GatewayError:
+    """Triton answers 400 for a request it cannot accept, 5xx when the model itself failed."""
+    message = triton_message(body)
+    if status == 503:
+        return ServiceUnavailable(f"Triton is unavailable: {message}")
+    if is_out_of_memory(message):
+        return InsufficientMemory(f"Model '{model}' ran out of memory: {message}")
+    if status == 400 or _REQUEST_FAULT.match(message):
+        return ValidationError(f"Model '{model}' rejected the request: {message}")
+    return ModelError(
+        f'Received server error ({status}) from model with message "{message}"',
+        original_status=status,
+        original_message=message,
+    )
