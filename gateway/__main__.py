@@ -1,0 +1,97 @@
+"""``mme-gateway serve`` (the endpoint) and ``mme-gateway package`` (build a model archive)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.settings import Settings, add_arguments, settings_from
+
+
+def _examples(settings: Settings) -> str:
+    base = f"http://{settings.host}:{settings.port}"
+    return f"""
+Try it:
+  curl -s -X POST {base}/endpoints/local/invocations \\
+    -H 'X-Amzn-SageMaker-Target-Model: add_one.tar.gz' -H 'Content-Type: application/json' \\
+    -d '{{"inputs":[{{"name":"INPUT0","shape":[1,3],"datatype":"FP32","data":[1,2,3]}}]}}'
+
+  AWS_ACCESS_KEY_ID=x AWS_SECRET_ACCESS_KEY=x AWS_DEFAULT_REGION=us-east-1 \\
+  aws sagemaker-runtime invoke-endpoint --endpoint-url {base} --endpoint-name local \\
+    --body "1.0,2.0,5.0"$'\\n'"2.0,3.0,4.0" --content-type "text/csv" \\
+    --target-model "linear_regression.tar.gz" output_file.txt && cat output_file.txt
+"""
+
+
+def serve(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="mme-gateway serve",
+        description="Serve a SageMaker-compatible multi-model endpoint over Triton.",
+    )
+    add_arguments(parser)
+    settings = settings_from(parser.parse_args(argv))
+
+    import uvloop
+    from aiohttp import web
+
+    from gateway.app import create_app
+    from gateway.log import setup_logging
+
+    setup_logging(settings.log_level)
+
+    def announce(message: str) -> None:
+        print(message + (_examples(settings) if settings.print_examples else ""), flush=True)
+
+    web.run_app(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        shutdown_timeout=settings.shutdown_timeout,
+        access_log=None,
+        print=announce,
+        loop=uvloop.new_event_loop(),
+    )
+
+
+def package(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="mme-gateway package", description="Build a model archive for the model store."
+    )
+    parser.add_argument("model_dir", type=Path, help="folder with config.pbtxt and version folders")
+    parser.add_argument("out", type=Path, help="archive to write, e.g. model.tar.gz")
+    args = parser.parse_args(argv)
+
+    from gateway.errors import ValidationError
+    from gateway.store.archive import package_model
+
+    try:
+        package_model(args.model_dir, args.out)
+    except ValidationError as exc:
+        raise SystemExit(f"mme-gateway package: {exc.message}") from exc
+    print(f"wrote {args.out}")
+
+
+def simulate(argv: Sequence[str]) -> None:
+    from gateway.simulate import main as simulate_main
+
+    simulate_main(argv)
+
+
+COMMANDS = {"serve": serve, "package": package, "simulate": simulate}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in {"-h", "--help"}:
+        print("usage: mme-gateway {serve,package,simulate} [options]  (see mme-gateway COMMAND --help)")
+        return
+    command = COMMANDS.get(args[0])
+    if command is None:
+        raise SystemExit(f"mme-gateway: unknown command {args[0]!r}; use serve, package or simulate")
+    command(args[1:])
+
+
+if __name__ == "__main__":
+    main()
