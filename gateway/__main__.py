@@ -85,11 +85,13 @@ COMMANDS = {"serve": serve, "package": package, "simulate": simulate}
 def main(argv: Sequence[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or args[0] in {"-h", "--help"}:
-        print("usage: mme-gateway {serve,package,simulate} [options]  (see mme-gateway COMMAND --help)")
+        print(f"usage: mme-gateway {{{','.join(COMMANDS)}}} [options]  (then COMMAND --help)")
         return
     command = COMMANDS.get(args[0])
     if command is None:
-        raise SystemExit(f"mme-gateway: unknown command {args[0]!r}; use serve, package or simulate")
+        raise SystemExit(
+            f"mme-gateway: unknown command {args[0]!r}; use one of {', '.join(COMMANDS)}"
+        )
     command(args[1:])
 
 

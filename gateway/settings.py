@@ -79,6 +79,22 @@ class Settings:
     """Seconds a request waits for its model before it gets ModelNotReadyException (429)."""
     model_load_timeout: float = 360.0
     """Seconds a download plus load may take in all before it is abandoned."""
+    memory_budget: int = 0
+    """Bytes of host memory Triton's processes may use (GiB/MiB suffixes); 0: half of what is
+    available at start. Governs every model on hosts without a GPU, and CPU-only models."""
+    memory_headroom: int = 256 * 1024 * 1024
+    """Bytes kept free on each memory kind beyond the models' estimated needs."""
+    min_model_memory: int = 64 * 1024 * 1024
+    """Smallest memory estimate for a model before its first load (per-instance overhead)."""
+    eviction_policy: str = "gdsf-decay"
+    """Which idle models to unload first: gdsf-decay (cost- and frequency-aware), gdsf, lru."""
+    unload_timeout: float = 60.0
+    """Seconds an unload may take before it is reported as failed."""
+    cache_disk_budget: int = 0
+    """Bytes of unpacked models kept on disk; 0: 90% of the free space under --cache-dir."""
+    cpu_fallback_on_oom: bool = False
+    """Serve a model on CPU instances when the GPU is full, if its config allows it
+    (parameters { key: "cpu_fallback" value: { string_value: "true" } })."""
     upstream_connections: int = 64
     """Most keep-alive connections kept open to Triton's HTTP endpoint."""
     variant_name: str = "AllTraffic"
@@ -118,7 +134,13 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "str | None": str,
     "bool": _parse_bool,
 }
-_SIZE_FIELDS = {"max_body_size"}
+_SIZE_FIELDS = {
+    "max_body_size",
+    "memory_budget",
+    "memory_headroom",
+    "min_model_memory",
+    "cache_disk_budget",
+}
 
 
 def _converter(field: dataclasses.Field[Any]) -> Callable[[str], Any]:
@@ -156,7 +178,8 @@ _DOCS = _collect_docs()
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per Settings field; defaults come from the environment at parse time."""
     for field in dataclasses.fields(Settings):
-        help_text = f"{_field_doc(field.name)} [env {_env(field.name)}; default {field.default}]"
+        doc = _field_doc(field.name).replace("%", "%%")  # argparse formats help with %
+        help_text = f"{doc} [env {_env(field.name)}; default {field.default}]"
         if field.type == "bool":
             parser.add_argument(
                 _flag(field.name),

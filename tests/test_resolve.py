@@ -3,7 +3,12 @@ from __future__ import annotations
 import pytest
 
 from gateway.errors import ModelNotFound, ValidationError
-from gateway.resolve import check_endpoint_name, resolve_kserve_name, resolve_target, triton_name_for
+from gateway.resolve import (
+    check_endpoint_name,
+    resolve_kserve_name,
+    resolve_target,
+    triton_name_for,
+)
 
 
 def test_resolve_target_strips_archive_suffix_and_names_stably():
@@ -26,7 +31,19 @@ def test_triton_name_is_a_single_safe_folder_name():
 
 @pytest.mark.parametrize(
     "target",
-    ["", " x.tar.gz", "x" * 1025, "../x.tar.gz", "a/../../x", "/etc/passwd", "a//b", "a\\b", "a\x00b", "a\nb", "./x"],
+    [
+        "",
+        " x.tar.gz",
+        "x" * 1025,
+        "../x.tar.gz",
+        "a/../../x",
+        "/etc/passwd",
+        "a//b",
+        "a\\b",
+        "a\x00b",
+        "a\nb",
+        "./x",
+    ],
 )
 def test_resolve_target_refuses_invalid_or_escaping_paths(target):
     with pytest.raises(ValidationError):

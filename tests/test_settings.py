@@ -46,7 +46,13 @@ def test_settings_bad_env_value_exits_with_message():
 
 @pytest.mark.parametrize(
     ("text", "expected"),
-    [("123", 123), ("6MiB", 6 * 1024**2), ("1.5GiB", int(1.5 * 1024**3)), ("10GB", 10 * 1000**3), ("2k", 2000)],
+    [
+        ("123", 123),
+        ("6MiB", 6 * 1024**2),
+        ("1.5GiB", int(1.5 * 1024**3)),
+        ("10GB", 10 * 1000**3),
+        ("2k", 2000),
+    ],
 )
 def test_parse_size(text, expected):
     assert parse_size(text) == expected

@@ -1,22 +1,81 @@
-"""GPU memory through NVML (pynvml, from nvidia-ml-py). Calls block: run them off the loop."""
+"""GPU memory through NVML (pynvml, from nvidia-ml-py).
+
+NVML calls block (a driver round trip each), so readings run in a worker thread. The
+devices read are those Triton sees: CUDA_VISIBLE_DEVICES (indices or GPU UUIDs) or all.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import threading
 
 import pynvml
+
+from gateway.errors import ServiceUnavailable
+from gateway.memory.base import DeviceMemory, MemorySnapshot
 
 log = logging.getLogger(__name__)
 
 
-def gpu_count() -> int:
-    """Visible NVIDIA GPUs; 0 where NVML or its driver library is absent."""
+def open_nvml() -> NvmlMonitor | None:
+    """A monitor of the GPUs Triton can use; None where NVML, its driver or a GPU is absent."""
     try:
+        return NvmlMonitor()
+    except (pynvml.NVMLError, RuntimeError) as exc:
+        log.info("no GPU memory monitor: %s", exc)
+        return None
+
+
+def _visible_handles() -> list[tuple[int, object]]:
+    """(index, handle) for each device Triton can use, honouring CUDA_VISIBLE_DEVICES."""
+    count = int(pynvml.nvmlDeviceGetCount())
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return [(i, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(count)]
+    handles = []
+    for item in (v.strip() for v in visible.split(",") if v.strip()):
+        if item.isdigit():
+            if int(item) < count:
+                handles.append((int(item), pynvml.nvmlDeviceGetHandleByIndex(int(item))))
+        elif item.startswith(("GPU-", "MIG-")):
+            handles.append((len(handles), pynvml.nvmlDeviceGetHandleByUUID(item)))
+        else:
+            break  # CUDA stops at the first invalid entry
+    return handles
+
+
+class NvmlMonitor:
+    kind = "gpu"
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
         pynvml.nvmlInit()
-    except pynvml.NVMLError as exc:
-        log.debug("NVML unavailable: %s", exc)
-        return 0
-    try:
-        return int(pynvml.nvmlDeviceGetCount())
-    finally:
+        self._handles = _visible_handles()
+        self.devices = [index for index, _ in self._handles]
+        if not self._handles:
+            pynvml.nvmlShutdown()
+            raise RuntimeError("NVML sees no GPU that Triton may use")
+
+    def read(self) -> MemorySnapshot:
+        """Blocking: one NVML reading per device."""
+        with self._lock:
+            try:
+                devices = tuple(
+                    _device(index, pynvml.nvmlDeviceGetMemoryInfo(handle))
+                    for index, handle in self._handles
+                )
+            except pynvml.NVMLError as exc:
+                raise ServiceUnavailable(f"NVML could not read GPU memory: {exc}") from exc
+        return MemorySnapshot("gpu", devices)
+
+    async def snapshot(self) -> MemorySnapshot:
+        return await asyncio.to_thread(self.read)
+
+    def close(self) -> None:
         pynvml.nvmlShutdown()
+
+
+def _device(index: int, info: object) -> DeviceMemory:
+    return DeviceMemory(index=index, total=int(info.total), used=int(info.used))  # type: ignore[attr-defined]

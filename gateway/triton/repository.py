@@ -63,6 +63,14 @@ def is_cpu_only(config: model_config_pb2.ModelConfig) -> bool:
     return len(groups) > 0 and all(group.kind == _KIND_CPU for group in groups)
 
 
+def to_cpu(config: model_config_pb2.ModelConfig) -> model_config_pb2.ModelConfig:
+    """A copy of ``config`` with every GPU instance group on the CPU (a load override)."""
+    copy = model_config_pb2.ModelConfig()
+    copy.CopyFrom(config)
+    _gpu_groups_to_cpu(copy)
+    return copy
+
+
 def _gpu_groups_to_cpu(config: model_config_pb2.ModelConfig) -> None:
     for group in config.instance_group:
         if group.kind == _KIND_GPU:

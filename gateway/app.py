@@ -1,0 +1,158 @@
+"""create_app(): components, their lifecycles in dependency order, routes and middleware.
+
+Cleanup contexts run in order at start and in reverse at shutdown:
+Triton (supervised or external) -> memory monitors and capacity -> model store and disk
+cache -> loader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from functools import partial
+from urllib.parse import urlsplit
+
+from aiohttp import web
+
+from gateway.front import kserve_v2, sagemaker
+from gateway.front.middleware import errors
+from gateway.inference import InferenceService
+from gateway.keys import (
+    CACHE,
+    CAPACITY,
+    CONTROL,
+    LOADER,
+    POLICY,
+    REGISTRY,
+    SERVICE,
+    SETTINGS,
+    SUPERVISOR,
+    UPSTREAM,
+)
+from gateway.loading.capacity import Capacity
+from gateway.loading.eviction import make_policy
+from gateway.loading.loader import Loader
+from gateway.loading.registry import Registry
+from gateway.memory.base import MemoryMonitor
+from gateway.memory.host import HostMonitor, available_bytes
+from gateway.memory.nvml import open_nvml
+from gateway.settings import Settings
+from gateway.store import open_store
+from gateway.store.cache import DiskCache
+from gateway.triton.client import TritonControl
+from gateway.triton.embedded import prepare_runtime
+from gateway.triton.supervisor import TritonSupervisor
+from gateway.triton.upstream import UpstreamPool
+
+log = logging.getLogger(__name__)
+MAX_MODEL_BYTES = 1 << 40  # unpacked size cap per model; the disk budget is the real limit
+
+
+async def _wait_external(control: TritonControl, timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        try:
+            if await control.is_ready():
+                return
+        except Exception:  # not up yet: any failure means "try again"
+            pass
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"Triton at {control} was not ready within {timeout} s")
+
+
+async def triton_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    url = urlsplit(settings.triton_http_url)
+    control = app[CONTROL] = TritonControl(settings.triton_grpc_target)
+    app[UPSTREAM] = UpstreamPool(
+        url.hostname or "127.0.0.1",
+        url.port or 80,
+        max_connections=settings.upstream_connections,
+    )
+    supervisor = None
+    if settings.triton_url is None:
+        await asyncio.to_thread(settings.repository.mkdir, parents=True, exist_ok=True)
+        runtime = await asyncio.to_thread(prepare_runtime, settings.cache_dir / "runtime")
+        supervisor = TritonSupervisor(settings, runtime, control.is_ready, app[REGISTRY].reset)
+        app[SUPERVISOR] = supervisor
+        await supervisor.start()
+    else:
+        await _wait_external(control, settings.triton_startup_timeout)
+    try:
+        yield
+    finally:
+        await app[UPSTREAM].close()
+        await control.close()
+        if supervisor is not None:
+            await supervisor.stop()
+
+
+def _in_use(app: web.Application, triton_name: str) -> bool:
+    """Loaded, loading or unloading models keep their folder on disk."""
+    return app[REGISTRY].get(triton_name) is not None or app[LOADER].is_loading(triton_name)
+
+
+async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    store = await open_store(settings.model_store)
+    cache = app[CACHE] = DiskCache(
+        settings.repository,
+        store,
+        MAX_MODEL_BYTES,
+        settings.cache_disk_budget,
+        partial(_in_use, app),
+    )
+    await asyncio.to_thread(cache.prepare_dirs)
+    log.info("disk cache: %d MiB used of a %d MiB budget", cache.used >> 20, cache.budget >> 20)
+    yield
+    await store.close()
+
+
+async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    monitors: dict[str, MemoryMonitor] = {}
+    nvml = await asyncio.to_thread(open_nvml)
+    if nvml is not None:
+        monitors["gpu"] = nvml
+    budget = settings.memory_budget or await asyncio.to_thread(lambda: available_bytes() // 2)
+    supervisor = app.get(SUPERVISOR)
+    monitors["host"] = HostMonitor(budget, lambda: supervisor.pid if supervisor else None)
+    log.info(
+        "memory: %s; host budget %d MiB",
+        f"{len(nvml.devices)} GPU(s) through NVML" if nvml else "no GPU: every model on CPU",
+        budget >> 20,
+    )
+    app[CAPACITY] = Capacity(settings, app[REGISTRY], app[CONTROL], monitors, app[POLICY])
+    yield
+    if nvml is not None:
+        await asyncio.to_thread(nvml.close)
+
+
+async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
+    registry = app[REGISTRY]
+    capacity = app[CAPACITY]
+    loader = app[LOADER] = Loader(
+        app[SETTINGS],
+        registry,
+        app[CACHE],
+        app[CONTROL],
+        capacity,
+        app[POLICY],
+        gpu_available="gpu" in capacity.monitors,
+    )
+    app[SERVICE] = InferenceService(registry, loader, app[UPSTREAM])
+    yield
+    await loader.close()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(client_max_size=settings.max_body_size, middlewares=[errors])
+    app[SETTINGS] = settings
+    policy = app[POLICY] = make_policy(settings.eviction_policy)
+    app[REGISTRY] = Registry(on_hit=policy.record_hit)
+    app.cleanup_ctx.extend([triton_ctx, memory_ctx, store_ctx, loader_ctx])
+    sagemaker.add_routes(app)
+    kserve_v2.add_routes(app)
+    return app

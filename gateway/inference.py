@@ -1,0 +1,62 @@
+"""InferenceService.invoke(): resolve -> ensure loaded -> pin -> infer -> unpin.
+
+Transport-free: both fronts call it with bytes and get Triton's answer back as bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from urllib.parse import quote
+
+from gateway.loading.loader import Loader
+from gateway.loading.registry import ModelEntry, Registry
+from gateway.resolve import ModelRef
+from gateway.triton.upstream import UpstreamPool, UpstreamResponse
+
+BodyBuilder = Callable[[ModelEntry], bytes]
+
+
+def infer_path(triton_name: str, version: str = "") -> str:
+    name = quote(triton_name, safe="")
+    if version:
+        return f"/v2/models/{name}/versions/{quote(version, safe='')}/infer"
+    return f"/v2/models/{name}/infer"
+
+
+def _model_vanished(response: UpstreamResponse) -> bool:
+    """Triton no longer has the model (unloaded or restarted behind our back)."""
+    return response.status in (400, 404) and b"unknown model" in response.body
+
+
+class InferenceService:
+    def __init__(self, registry: Registry, loader: Loader, upstream: UpstreamPool) -> None:
+        self._registry = registry
+        self._loader = loader
+        self._upstream = upstream
+
+    async def entry(self, ref: ModelRef, deadline: float) -> ModelEntry:
+        entry = self._registry.ready(ref.triton_name)
+        if entry is not None:
+            return entry
+        return await self._loader.ensure_loaded(ref, deadline)
+
+    async def invoke(
+        self,
+        ref: ModelRef,
+        body: bytes | BodyBuilder,
+        headers: Mapping[str, str],
+        deadline: float,
+        version: str = "",
+    ) -> tuple[ModelEntry, UpstreamResponse]:
+        """Triton's answer, whatever its status; the caller decides how to render errors."""
+        for _ in range(2):
+            entry = await self.entry(ref, deadline)
+            payload = body if isinstance(body, bytes) else body(entry)
+            with self._registry.pinned(entry):
+                response = await self._upstream.request(
+                    "POST", infer_path(ref.triton_name, version), payload, headers
+                )
+            if not _model_vanished(response):
+                return entry, response
+            self._registry.remove(ref.triton_name)
+        return entry, response

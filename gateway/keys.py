@@ -1,0 +1,27 @@
+"""Typed application keys for every shared component."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.inference import InferenceService
+from gateway.loading.capacity import Capacity
+from gateway.loading.eviction import EvictionPolicy
+from gateway.loading.loader import Loader
+from gateway.loading.registry import Registry
+from gateway.settings import Settings
+from gateway.store.cache import DiskCache
+from gateway.triton.client import TritonControl
+from gateway.triton.supervisor import TritonSupervisor
+from gateway.triton.upstream import UpstreamPool
+
+SETTINGS = web.AppKey("settings", Settings)
+REGISTRY = web.AppKey("registry", Registry)
+CONTROL = web.AppKey("control", TritonControl)
+UPSTREAM = web.AppKey("upstream", UpstreamPool)
+SUPERVISOR = web.AppKey("supervisor", TritonSupervisor)
+CACHE = web.AppKey("cache", DiskCache)
+LOADER = web.AppKey("loader", Loader)
+SERVICE = web.AppKey("service", InferenceService)
+CAPACITY = web.AppKey("capacity", Capacity)
+POLICY = web.AppKey("policy", EvictionPolicy)

@@ -1,0 +1,179 @@
+"""Room in memory before a load: estimate the need, evict by policy, trust the readings.
+
+Each load first reserves its estimated need on one memory kind ("gpu" through NVML, or
+"host": Triton's processes against --memory-budget). If the monitor's reading, less
+reservations and headroom, leaves too little, idle models are unloaded in the policy's
+order; an unload counts as done only once Triton's repository index shows the model
+UNAVAILABLE, and then the reading (not the bookkeeping) says what was freed. Nothing
+evictable left means InsufficientMemory (507).
+
+A model's need is estimated before its first load as ESTIMATE_FACTOR times its unpacked
+size (at least --min-model-memory), then measured as the change in used memory around its
+real load and remembered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from gateway.errors import InsufficientMemory, ServiceUnavailable
+from gateway.loading.eviction import EvictionPolicy, Resident
+from gateway.loading.registry import ModelEntry, ModelState, Registry
+from gateway.memory.base import MemoryMonitor, MemorySnapshot
+from gateway.settings import Settings
+from gateway.triton.client import TritonControl
+
+log = logging.getLogger(__name__)
+ESTIMATE_FACTOR = 1.2
+"""DJL Serving and ModelMesh estimate a model's memory at 1.2-1.25x its unpacked size."""
+RELEASE_WAIT_S = 3.0
+"""How long to wait for an unloaded model's memory to show up as free."""
+POLL_S = 0.05
+
+Measure = Callable[[], Awaitable[None]]
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.0f} MiB"
+
+
+class Capacity:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        control: TritonControl,
+        monitors: dict[str, MemoryMonitor],
+        policy: EvictionPolicy,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._control = control
+        self.monitors = monitors
+        self._policy = policy
+        self._locks = {kind: asyncio.Lock() for kind in monitors}
+        self._reserved = dict.fromkeys(monitors, 0)
+        self._loads = dict.fromkeys(monitors, 0)
+        self._unloads: dict[str, asyncio.Task[None]] = {}
+        self.footprints: dict[str, int] = {}
+        """Measured memory per Triton model name, remembered across unloads."""
+
+    def kind_for(self, cpu_only: bool) -> str:
+        return "gpu" if "gpu" in self.monitors and not cpu_only else "host"
+
+    def estimate(self, entry: ModelEntry) -> int:
+        known = self.footprints.get(entry.ref.triton_name)
+        if known is not None:
+            return known
+        return max(int(entry.disk_bytes * ESTIMATE_FACTOR), self._settings.min_model_memory)
+
+    @asynccontextmanager
+    async def room_for(self, entry: ModelEntry, kind: str) -> AsyncIterator[Measure]:
+        """Reserve the model's estimated need on ``kind``, evicting first; yields a measure()."""
+        need = self.estimate(entry)
+        async with self._locks[kind]:
+            before = await self._make_room(entry, kind, need)
+            self._reserved[kind] += need
+            self._loads[kind] += 1
+        alone = self._loads[kind] == 1
+
+        async def measure() -> None:
+            # Only a load that ran alone can be told apart in the readings.
+            if alone and self._loads[kind] == 1:
+                after = await self.monitors[kind].snapshot()
+                used = max(after.used - before.used, self._settings.min_model_memory // 4)
+                self.footprints[entry.ref.triton_name] = used
+            entry.memory_bytes = self.estimate(entry)
+            entry.memory_kind = kind
+
+        try:
+            yield measure
+        finally:
+            self._reserved[kind] -= need
+            self._loads[kind] -= 1
+
+    def raise_estimate(self, entry: ModelEntry) -> None:
+        """Triton ran out of memory anyway: the estimate was too low; ask for twice as much."""
+        self.footprints[entry.ref.triton_name] = 2 * self.estimate(entry)
+
+    async def _make_room(self, entry: ModelEntry, kind: str, need: int) -> MemorySnapshot:
+        monitor = self.monitors[kind]
+        while True:
+            snapshot = await monitor.snapshot()
+            free = self._free(snapshot, kind)
+            if need <= free:
+                return snapshot
+            victims = self._policy.choose_victims(self._residents(kind), need - free)
+            if not victims:
+                raise InsufficientMemory(
+                    f"Model '{entry.ref.name}' needs about {_mib(need)} of {kind} memory; "
+                    f"{_mib(max(free, 0))} is free and no idle model is left to unload."
+                )
+            log.info("evicting %s to make room for %s", ", ".join(victims), entry.ref.name)
+            await asyncio.gather(*(self.unload(name) for name in victims))
+            await self._await_release(monitor, kind, need)
+
+    def _free(self, snapshot: MemorySnapshot, kind: str) -> int:
+        return snapshot.free - self._reserved[kind] - self._settings.memory_headroom
+
+    async def _await_release(self, monitor: MemoryMonitor, kind: str, need: int) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RELEASE_WAIT_S
+        while loop.time() < deadline:
+            if self._free(await monitor.snapshot(), kind) >= need:
+                return
+            await asyncio.sleep(POLL_S)
+
+    def _residents(self, kind: str) -> list[Resident]:
+        return [
+            Resident(
+                name=e.ref.triton_name,
+                size=e.memory_bytes or self.estimate(e),
+                load_cost=e.load_seconds,
+                pinned=e.pins > 0,
+            )
+            for e in self._registry.entries()
+            if e.state is ModelState.READY and e.memory_kind == kind
+        ]
+
+    async def unload(self, triton_name: str) -> None:
+        """Unload one model and wait until Triton reports it UNAVAILABLE (single-flight)."""
+        task = self._unloads.get(triton_name)
+        if task is None:
+            entry = self._registry.get(triton_name)
+            if entry is not None:
+                entry.state = ModelState.UNLOADING  # no new request can pin it from now on
+            task = asyncio.create_task(self._unload(triton_name), name=f"unload:{triton_name}")
+            self._unloads[triton_name] = task
+            task.add_done_callback(lambda _: self._unloads.pop(triton_name, None))
+        await asyncio.shield(task)
+
+    async def _unload(self, triton_name: str) -> None:
+        try:
+            await self._control.unload(triton_name)
+            await self.wait_unavailable(triton_name)
+        finally:
+            self._registry.remove(triton_name)
+            self._policy.record_evict(triton_name)
+
+    async def wait_unavailable(self, triton_name: str) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.unload_timeout
+        while loop.time() < deadline:
+            states = {m.get("name"): m.get("state") for m in await self._control.repository_index()}
+            if states.get(triton_name) in (None, "UNAVAILABLE"):
+                return
+            await asyncio.sleep(POLL_S)
+        raise ServiceUnavailable(
+            f"Triton did not finish unloading '{triton_name}' within "
+            f"{self._settings.unload_timeout} s."
+        )
+
+    async def wait_unloaded(self, triton_name: str) -> None:
+        """A load must never start into memory that an unfinished unload still holds."""
+        task = self._unloads.get(triton_name)
+        if task is not None:
+            await asyncio.shield(task)

@@ -1,0 +1,47 @@
+"""What memory is free now: the MemoryMonitor protocol and its snapshot.
+
+Readings, not bookkeeping, decide what is free: Triton's unload returns before memory is
+released, and some backends keep memory after an unload.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceMemory:
+    index: int
+    total: int
+    used: int
+
+    @property
+    def free(self) -> int:
+        return max(self.total - self.used, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class MemorySnapshot:
+    kind: str
+    """"gpu" (NVML readings per device) or "host" (Triton's processes against a budget)."""
+    devices: tuple[DeviceMemory, ...]
+
+    @property
+    def total(self) -> int:
+        return sum(d.total for d in self.devices)
+
+    @property
+    def used(self) -> int:
+        return sum(d.used for d in self.devices)
+
+    @property
+    def free(self) -> int:
+        """Free memory on the roomiest device: a model instance must fit on one device."""
+        return max((d.free for d in self.devices), default=0)
+
+
+class MemoryMonitor(Protocol):
+    kind: str
+
+    async def snapshot(self) -> MemorySnapshot: ...

@@ -1,0 +1,73 @@
+"""Host memory of the Triton process tree, against a budget (no GPU, or CPU-only models).
+
+Python-backend models run in stub processes that share memory with tritonserver, so RSS
+would count shared pages once per process. PSS (proportional set size, from
+/proc/<pid>/smaps_rollup) splits them, so the tree's sum is its real footprint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway.memory.base import DeviceMemory, MemorySnapshot
+
+PROC = Path("/proc")
+
+
+def _children(pid: int) -> list[int]:
+    children: list[int] = []
+    for task in (PROC / str(pid) / "task").glob("*/children"):
+        try:
+            children.extend(int(c) for c in task.read_text().split())
+        except OSError:
+            continue  # the thread ended while we looked
+    return children
+
+
+def tree(pid: int) -> list[int]:
+    pids, queue = [], [pid]
+    while queue:
+        current = queue.pop()
+        pids.append(current)
+        queue.extend(_children(current))
+    return pids
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of one process (0 if it is gone)."""
+    try:
+        text = (PROC / str(pid) / "smaps_rollup").read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def available_bytes() -> int:
+    """MemAvailable from /proc/meminfo: what the kernel could give without swapping."""
+    for line in (PROC / "meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("/proc/meminfo has no MemAvailable")
+
+
+class HostMonitor:
+    """Used = PSS of the Triton tree; total = the budget."""
+
+    kind = "host"
+
+    def __init__(self, budget: int, root_pid: Callable[[], int | None]) -> None:
+        self.budget = budget
+        self._root_pid = root_pid
+
+    def read(self) -> MemorySnapshot:
+        pid = self._root_pid()
+        used = sum(pss_bytes(p) for p in tree(pid)) if pid else 0
+        return MemorySnapshot("host", (DeviceMemory(index=0, total=self.budget, used=used),))
+
+    async def snapshot(self) -> MemorySnapshot:
+        return await asyncio.to_thread(self.read)

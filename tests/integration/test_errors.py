@@ -1,0 +1,191 @@
+"""Every error code reaches boto3 as the right modeled exception, and the gateway stays up."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import runtime_client
+from tests.servers import Gateway
+
+GOOD = json.dumps(
+    {"inputs": [{"name": "INPUT0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
+).encode()
+
+
+def _raw_post(gateway: Gateway, path: str, body: bytes, headers: dict[str, str]):
+    request = urllib.request.Request(gateway.url + path, data=body, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def _assert_healthy(gateway: Gateway):
+    client = runtime_client(gateway)
+    response = client.invoke_endpoint(
+        EndpointName="e", TargetModel="add_one.tar.gz", ContentType="application/json", Body=GOOD
+    )
+    assert json.loads(response["Body"].read())["outputs"][0]["data"] == [2.0, 3.0, 4.0]
+
+
+def test_missing_target_model_is_validation_error(s3_gateway):
+    client = runtime_client(s3_gateway)
+    with pytest.raises(client.exceptions.ValidationError, match="Target-Model"):
+        client.invoke_endpoint(EndpointName="e", ContentType="application/json", Body=GOOD)
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "../etc/passwd.tar.gz",
+        "/abs/model.tar.gz",
+        "a//b.tar.gz",
+        " leading-space.tar.gz",
+        "x" * 1025,
+    ],
+)
+def test_invalid_target_model_is_validation_error(s3_gateway, target):
+    status, headers, body = _raw_post(
+        s3_gateway,
+        "/endpoints/e/invocations",
+        GOOD,
+        {"X-Amzn-SageMaker-Target-Model": target, "Content-Type": "application/json"},
+    )
+    assert status == 400
+    assert headers["x-amzn-ErrorType"] == "ValidationError"
+    assert json.loads(body)["message"]
+
+
+def test_invalid_endpoint_name_is_validation_error(s3_gateway):
+    client = runtime_client(s3_gateway)
+    with pytest.raises(client.exceptions.ValidationError, match="Endpoint name"):
+        client.invoke_endpoint(
+            EndpointName="bad_name",
+            TargetModel="add_one.tar.gz",
+            ContentType="application/json",
+            Body=GOOD,
+        )
+
+
+def test_model_missing_from_store_is_validation_error(s3_gateway):
+    client = runtime_client(s3_gateway)
+    with pytest.raises(client.exceptions.ValidationError, match="not found"):
+        client.invoke_endpoint(
+            EndpointName="e", TargetModel="nope.tar.gz", ContentType="application/json", Body=GOOD
+        )
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json", b"{not json"),
+        (
+            "application/json",
+            b'{"inputs":[{"name":"INPUT0","shape":[1,4],"datatype":"FP32","data":[1]}]}',
+        ),
+        ("text/csv", b"1,2,x"),
+        ("text/csv", b"1,2\n1,2,3"),
+        ("application/vnd.sagemaker-triton.binary+json;json-header-size=99999", b"{}"),
+        ("application/vnd.sagemaker-triton.binary+json", b"{}"),
+        ("image/png", b"\x89PNG"),
+    ],
+)
+def test_malformed_body_is_validation_error(s3_gateway, content_type, body):
+    client = runtime_client(s3_gateway)
+    target = "linear_regression.tar.gz" if content_type == "text/csv" else "add_one.tar.gz"
+    with pytest.raises(client.exceptions.ValidationError) as info:
+        client.invoke_endpoint(
+            EndpointName="e", TargetModel=target, ContentType=content_type, Body=body
+        )
+    assert info.value.response["Error"]["Message"]
+    _assert_healthy(s3_gateway)
+
+
+def test_body_over_max_size_is_validation_error(s3_gateway):
+    status, headers, body = _raw_post(
+        s3_gateway,
+        "/endpoints/e/invocations",
+        b"x" * (6 * 1024 * 1024 + 1),
+        {"X-Amzn-SageMaker-Target-Model": "add_one.tar.gz", "Content-Type": "application/json"},
+    )
+    assert status == 413
+    assert headers["x-amzn-ErrorType"] == "ValidationError"
+    assert "too large" in json.loads(body)["message"]
+
+
+def test_model_failure_is_model_error(s3_gateway):
+    client = runtime_client(s3_gateway)
+    with pytest.raises(client.exceptions.ModelError) as info:
+        client.invoke_endpoint(
+            EndpointName="e", TargetModel="faulty.tar.gz", ContentType="application/json", Body=GOOD
+        )
+    error = info.value.response
+    assert error["OriginalStatusCode"] == 500
+    assert "model failure" in error["OriginalMessage"]
+    _assert_healthy(s3_gateway)
+
+
+def test_model_that_fails_to_load_is_model_error(s3_gateway):
+    client = runtime_client(s3_gateway)
+    with pytest.raises(client.exceptions.ModelError, match="cannot initialise"):
+        client.invoke_endpoint(
+            EndpointName="e",
+            TargetModel="broken_init.tar.gz",
+            ContentType="application/json",
+            Body=GOOD,
+        )
+    _assert_healthy(s3_gateway)
+
+
+def test_triton_down_is_service_unavailable_then_recovers(tmp_path, s3_store, s3_endpoint):
+    from tests.conftest import AWS_ENV
+
+    gateway = Gateway(store=s3_store, cache_dir=tmp_path / "cache")
+    gateway.env = {**AWS_ENV, "AWS_ENDPOINT_URL_S3": s3_endpoint}
+    gateway.start()
+    try:
+        _assert_healthy(gateway)
+        triton_pid = _triton_pid(gateway)
+        os.kill(triton_pid, signal.SIGKILL)
+        client = runtime_client(gateway)
+        with pytest.raises(client.exceptions.ServiceUnavailable):
+            client.invoke_endpoint(
+                EndpointName="e",
+                TargetModel="add_one.tar.gz",
+                ContentType="application/json",
+                Body=GOOD,
+            )
+        _wait_recovered(gateway)
+        _assert_healthy(gateway)  # reloaded on demand after the supervisor restarted Triton
+    finally:
+        gateway.stop()
+
+
+def _triton_pid(gateway: Gateway) -> int:
+    assert gateway.proc is not None
+    children = Path(f"/proc/{gateway.proc.pid}/task/{gateway.proc.pid}/children").read_text()
+    for pid in children.split():
+        if Path(f"/proc/{pid}/comm").read_text().strip() == "tritonserver":
+            return int(pid)
+    raise AssertionError("no tritonserver child")
+
+
+def _wait_recovered(gateway: Gateway, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(gateway.url + "/ping", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.URLError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("gateway did not recover")

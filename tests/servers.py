@@ -1,0 +1,99 @@
+"""Real servers for tests: the gateway as a subprocess (with its embedded Triton), moto S3."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "triton_repo_template" / "examples"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Wait until ``url`` answers 200 (not a sleep: polls, and fails early if proc dies)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before {url} was up")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} did not come up within {timeout} s")
+
+
+@dataclass
+class Gateway:
+    """``mme-gateway serve`` in a subprocess, on free ports, with its own cache folder."""
+
+    store: str
+    cache_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+    args: list[str] = field(default_factory=list)
+    port: int = field(default_factory=free_port)
+    triton_ports: tuple[int, int, int] = field(
+        default_factory=lambda: (free_port(), free_port(), free_port())
+    )
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 90) -> Gateway:
+        http, grpc, metrics = self.triton_ports
+        cmd = [
+            sys.executable, "-m", "gateway", "serve",
+            "--port", str(self.port),
+            "--model-store", self.store,
+            "--cache-dir", str(self.cache_dir),
+            "--triton-http-port", str(http),
+            "--triton-grpc-port", str(grpc),
+            "--triton-metrics-port", str(metrics),
+            *self.args,
+        ]  # fmt: skip
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.cache_dir.parent / f"gateway-{self.port}.log"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT
+            )
+        try:
+            wait_http(self.url + "/ping", timeout, self.proc)
+        except Exception:
+            self.stop()
+            raise RuntimeError(f"gateway did not start:\n{self.log()}") from None
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path else ""
+
+    def stop(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
