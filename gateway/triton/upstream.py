@@ -79,6 +79,10 @@ class _Connection(asyncio.Protocol):
 
     # httptools callbacks
 
+    def on_message_begin(self) -> None:
+        if self.waiter is None or self.waiter.done():  # would corrupt the finished response
+            raise ValueError("more bytes than one response")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         key, text = name.decode("latin-1").lower(), value.decode("latin-1")
         old = self.headers.get(key)
@@ -104,6 +108,7 @@ class _Connection(asyncio.Protocol):
         self.abort()
 
     def abort(self) -> None:
+        self.keep_alive = False
         if self.transport is not None:
             self.transport.abort()  # abort, not close: never flush 6 MiB for a dead request
 
@@ -207,7 +212,8 @@ class UpstreamPool:
         self._idle.clear()
         if self._conns:
             # Wait for connection_lost so that no transport outlives the pool (ResourceWarning).
-            self._all_lost = asyncio.get_running_loop().create_future()
+            if self._all_lost is None or self._all_lost.done():
+                self._all_lost = asyncio.get_running_loop().create_future()
             for conn in list(self._conns):
                 conn.abort()
             await self._all_lost

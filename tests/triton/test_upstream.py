@@ -144,7 +144,9 @@ class RawServer:
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-async def answer_first_then_close(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: RawServer):
+async def answer_first_then_close(
+    r: asyncio.StreamReader, w: asyncio.StreamWriter, s: RawServer
+) -> None:
     # Answers the first request of a connection; closes it unanswered on the second, as a
     # server does when its keep-alive timeout races with the client's next request.
     if await s.read_request(r) is None:
@@ -153,22 +155,22 @@ async def answer_first_then_close(r: asyncio.StreamReader, w: asyncio.StreamWrit
     await s.read_request(r)
 
 
-async def close_unanswered(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: RawServer):
+async def close_unanswered(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: RawServer) -> None:
     await s.read_request(r)
 
 
-async def hang(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: RawServer):
+async def hang(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: RawServer) -> None:
     await s.read_request(r)
     if await r.read() == b"":
         s.peer_closed.set()
 
 
-async def http10(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: RawServer):
+async def http10(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: RawServer) -> None:
     while await s.read_request(r) is not None:
         w.write(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")  # and keep the socket open
 
 
-async def body_until_eof(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: RawServer):
+async def body_until_eof(r: asyncio.StreamReader, w: asyncio.StreamWriter, s: RawServer) -> None:
     await s.read_request(r)
     w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nno length here")
     await w.drain()
@@ -309,6 +311,32 @@ async def test_pool_reads_body_until_eof_without_content_length(raw_server, make
     pool = make_pool(server.port)
     resp = await pool.request("GET", "/")
     assert (resp.status, resp.body) == (200, b"no length here")
+
+
+async def test_pool_raises_service_unavailable_on_malformed_response(raw_server, make_pool):
+    async def garbage(r, w, s):
+        await s.read_request(r)
+        w.write(b"NOT-HTTP garbage\r\n\r\n")
+        await r.read()
+
+    server = await raw_server(garbage)
+    pool = make_pool(server.port)
+    with pytest.raises(ServiceUnavailable, match="Malformed HTTP response"):
+        await pool.request("GET", "/")
+
+
+async def test_pool_drops_connection_that_sent_more_than_one_response(raw_server, make_pool):
+    async def too_much(r, w, s):
+        while await s.read_request(r) is not None:
+            w.write(OK + b"HTTP/1.1 200 OK\r\nX-Extra: 1\r\n")
+
+    server = await raw_server(too_much)
+    pool = make_pool(server.port)
+    for _ in range(2):
+        resp = await pool.request("GET", "/")
+        assert resp.body == b"ok"
+        assert "x-extra" not in resp.headers
+    assert server.connections == 2
 
 
 async def test_pool_retries_once_when_idle_connection_was_closed(raw_server, make_pool):
