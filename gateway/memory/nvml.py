@@ -29,21 +29,24 @@ def open_nvml() -> NvmlMonitor | None:
 
 
 def _visible_handles() -> list[tuple[int, object]]:
-    """(index, handle) for each device Triton can use, honouring CUDA_VISIBLE_DEVICES."""
+    """(CUDA ordinal, handle) per device Triton can use, honouring CUDA_VISIBLE_DEVICES.
+
+    The ordinal is the device's position among the visible ones: what Triton's ``gpus``
+    and CUDA call device 0, 1, ...
+    """
     count = int(pynvml.nvmlDeviceGetCount())
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is None:
         return [(i, pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(count)]
-    handles = []
-    for item in (v.strip() for v in visible.split(",") if v.strip()):
-        if item.isdigit():
-            if int(item) < count:
-                handles.append((int(item), pynvml.nvmlDeviceGetHandleByIndex(int(item))))
+    handles: list[object] = []
+    for item in (v.strip() for v in visible.split(",")):
+        if item.isdigit() and int(item) < count:
+            handles.append(pynvml.nvmlDeviceGetHandleByIndex(int(item)))
         elif item.startswith(("GPU-", "MIG-")):
-            handles.append((len(handles), pynvml.nvmlDeviceGetHandleByUUID(item)))
+            handles.append(pynvml.nvmlDeviceGetHandleByUUID(item))
         else:
             break  # CUDA stops at the first invalid entry
-    return handles
+    return list(enumerate(handles))
 
 
 class NvmlMonitor:
