@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `make bench`: install the load generator and nginx if missing, then run bench/bench.py.
+# PROFILE=1 also records a py-spy profile of the gateway (bench/results/gateway.svg).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+
+have_nginx() { command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; }
+if ! command -v wrk >/dev/null || ! have_nginx; then
+  echo "bench: installing wrk and nginx-light"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! $SUDO apt-get install -y -q wrk nginx-light >/dev/null; then
+    $SUDO apt-get update -q >/dev/null
+    $SUDO apt-get install -y -q wrk nginx-light >/dev/null
+  fi
+fi
+
+if [ "${PROFILE:-0}" = 1 ] && [ ! -x .venv/bin/py-spy ]; then
+  echo "bench: installing py-spy"
+  .venv/bin/pip install -q py-spy
+fi
+
+mkdir -p bench/results
+exec .venv/bin/python bench/bench.py "$@"
