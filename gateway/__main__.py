@@ -34,9 +34,8 @@ def serve(argv: Sequence[str]) -> None:
     settings = settings_from(parser.parse_args(argv))
 
     import uvloop
-    from aiohttp import web
 
-    from gateway.app import create_app
+    from gateway.app import serve as run
     from gateway.log import setup_logging
 
     setup_logging(settings.log_level)
@@ -44,15 +43,7 @@ def serve(argv: Sequence[str]) -> None:
     def announce(message: str) -> None:
         print(message + (_examples(settings) if settings.print_examples else ""), flush=True)
 
-    web.run_app(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        shutdown_timeout=settings.shutdown_timeout,
-        access_log=None,
-        print=announce,
-        loop=uvloop.new_event_loop(),
-    )
+    uvloop.run(run(settings, announce))
 
 
 def package(argv: Sequence[str]) -> None:

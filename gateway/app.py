@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+import signal
+from collections.abc import AsyncIterator, Callable
 from functools import partial
 from urllib.parse import urlsplit
 
@@ -17,6 +18,8 @@ from aiohttp import web
 
 from gateway.front import kserve_v2, sagemaker
 from gateway.front.middleware import errors
+from gateway.front.sagemaker import Invoker
+from gateway.front.server import FrontServer, Hot
 from gateway.inference import InferenceService
 from gateway.keys import (
     CACHE,
@@ -156,3 +159,38 @@ def create_app(settings: Settings) -> web.Application:
     sagemaker.add_routes(app)
     kserve_v2.add_routes(app)
     return app
+
+
+async def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
+    """Run until SIGINT or SIGTERM: the aiohttp app on an internal port, the hot-path server
+    on the public one, then a graceful stop (in-flight requests first, Triton last)."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        internal_port = runner.addresses[0][1]
+        hot = Hot(
+            invoker=Invoker(settings, app[SERVICE]),
+            service=app[SERVICE],
+            internal=UpstreamPool("127.0.0.1", internal_port, max_connections=16),
+            max_body_size=settings.max_body_size,
+            ready_timeout=settings.model_ready_timeout,
+        )
+        front = FrontServer(hot)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            front.protocol, settings.host, settings.port, reuse_address=True, backlog=1024
+        )
+        announce(f"======== Running on http://{settings.host}:{settings.port} ========")
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutting down")
+        server.close()
+        await front.close(settings.shutdown_timeout)
+        await hot.internal.close()
+    finally:
+        await runner.cleanup()

@@ -6,6 +6,7 @@ Transport-free: both fronts call it with bytes and get Triton's answer back as b
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 from urllib.parse import quote
 
 from gateway.loading.loader import Loader
@@ -16,6 +17,7 @@ from gateway.triton.upstream import UpstreamPool, UpstreamResponse
 BodyBuilder = Callable[[ModelEntry], bytes]
 
 
+@lru_cache(maxsize=65536)
 def infer_path(triton_name: str, version: str = "") -> str:
     name = quote(triton_name, safe="")
     if version:
@@ -52,10 +54,13 @@ class InferenceService:
         for _ in range(2):
             entry = await self.entry(ref, deadline)
             payload = body if isinstance(body, bytes) else body(entry)
-            with self._registry.pinned(entry):
+            entry.pins += 1  # pinned: never evicted while in flight (inline: the hot path)
+            try:
                 response = await self._upstream.request(
                     "POST", infer_path(ref.triton_name, version), payload, headers
                 )
+            finally:
+                entry.pins -= 1
             if not _model_vanished(response):
                 return entry, response
             self._registry.remove(ref.triton_name)

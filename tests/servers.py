@@ -97,3 +97,37 @@ class Gateway:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+@dataclass
+class StandaloneTriton:
+    """A tritonserver of its own (as in a compose deployment), for --triton-url tests."""
+
+    repository: Path
+    runtime_root: Path
+    http_port: int = field(default_factory=free_port)
+    grpc_port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> StandaloneTriton:
+        from gateway.triton.embedded import prepare_runtime
+
+        self.repository.mkdir(parents=True, exist_ok=True)
+        runtime = prepare_runtime(self.runtime_root)
+        cmd = [
+            str(runtime.binary), "--model-control-mode=explicit",
+            f"--model-repository={self.repository}", f"--backend-directory={runtime.backend_dir}",
+            f"--http-port={self.http_port}", f"--grpc-port={self.grpc_port}",
+            f"--metrics-port={self.metrics_port}", "--exit-timeout-secs=3",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(
+            cmd, env=runtime.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_http(f"http://127.0.0.1:{self.http_port}/v2/health/ready", timeout, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

@@ -1,17 +1,23 @@
 """KServe v2 (Triton's own protocol): health, model metadata/ready/config, and infer.
 
+``infer`` is transport-free and served by the hot-path server; the rest are aiohttp routes.
+
 ``{name}`` is the target path without ``.tar.gz``; models load on demand. Infer bodies,
 JSON or binary extension, pass through untouched, so tritonclient.http works unmodified.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from urllib.parse import quote
 
 import orjson
 from aiohttp import web
 
 from gateway import codecs
+from gateway.front.middleware import to_response
+from gateway.front.replies import Reply
+from gateway.inference import InferenceService
 from gateway.keys import SERVICE, SETTINGS, UPSTREAM
 from gateway.resolve import ModelRef, resolve_kserve_name
 from gateway.triton.upstream import UpstreamResponse
@@ -19,14 +25,12 @@ from gateway.triton.upstream import UpstreamResponse
 _PASSED_HEADERS = ("Content-Type", codecs.HEADER_LENGTH, "Content-Encoding", "Accept-Encoding")
 
 
-def _reply(response: UpstreamResponse, body: bytes | None = None) -> web.Response:
+def _reply(response: UpstreamResponse, body: bytes | None = None) -> Reply:
     headers = {"Content-Type": response.headers.get("content-type", codecs.JSON)}
     for name in ("inference-header-content-length", "content-encoding"):
         if name in response.headers:
             headers[name] = response.headers[name]
-    return web.Response(
-        status=response.status, body=response.body if body is None else body, headers=headers
-    )
+    return Reply(response.status, response.body if body is None else body, headers)
 
 
 async def _ensure(request: web.Request) -> ModelRef:
@@ -36,13 +40,18 @@ async def _ensure(request: web.Request) -> ModelRef:
     return ref
 
 
-async def infer(request: web.Request) -> web.Response:
-    deadline = request.loop.time() + request.app[SETTINGS].model_ready_timeout
-    ref = resolve_kserve_name(request.match_info["name"])
-    body = await request.read()
-    headers = {h: request.headers[h] for h in _PASSED_HEADERS if h in request.headers}
-    version = request.match_info.get("version", "")
-    _, response = await request.app[SERVICE].invoke(ref, body, headers, deadline, version)
+async def infer(
+    service: InferenceService,
+    name: str,
+    version: str,
+    headers: Mapping[str, str],
+    body: bytes,
+    deadline: float,
+) -> Reply:
+    """Transport-free infer: the body passes through; Triton's answer comes back as it is."""
+    ref = resolve_kserve_name(name)
+    forwarded = {h: headers[h.lower()] for h in _PASSED_HEADERS if h.lower() in headers}
+    _, response = await service.invoke(ref, body, forwarded, deadline, version)
     return _reply(response)
 
 
@@ -54,10 +63,10 @@ async def _model_get(request: web.Request, suffix: str) -> web.Response:
         path += f"/versions/{quote(version, safe='')}"
     response = await request.app[UPSTREAM].request("GET", path + suffix)
     if response.status != 200 or suffix == "/ready":
-        return _reply(response)
+        return to_response(_reply(response))
     document = orjson.loads(response.body)
     document["name"] = ref.name  # clients know the model by its public name
-    return _reply(response, orjson.dumps(document))
+    return to_response(_reply(response, orjson.dumps(document)))
 
 
 async def metadata(request: web.Request) -> web.Response:
@@ -74,7 +83,7 @@ async def config(request: web.Request) -> web.Response:
 
 async def proxy_get(request: web.Request) -> web.Response:
     """Server-level routes (/v2, /v2/health/*) are Triton's own answer."""
-    return _reply(await request.app[UPSTREAM].request("GET", request.path))
+    return to_response(_reply(await request.app[UPSTREAM].request("GET", request.path)))
 
 
 def add_routes(app: web.Application) -> None:
@@ -85,7 +94,6 @@ def add_routes(app: web.Application) -> None:
     model = "/v2/models/{name:.+?}"
     versioned = model + "/versions/{version:[0-9]+}"
     for prefix in (versioned, model):
-        r.add_post(prefix + "/infer", infer)
         r.add_get(prefix + "/ready", ready)
         r.add_get(prefix + "/config", config)
     r.add_get(versioned, metadata)

@@ -1,24 +1,72 @@
-"""SageMaker runtime: POST /endpoints/{name}/invocations, POST /invocations, GET /ping."""
+"""SageMaker runtime: InvokeEndpoint (POST /endpoints/{name}/invocations, POST /invocations)
+and GET /ping.
+
+``invoke`` is transport-free: the hot-path server calls it with the request's headers
+(lower-cased names) and body and writes the Reply it gets back.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 
 from aiohttp import web
 
 from gateway import codecs
 from gateway.errors import ServiceUnavailable, ValidationError
-from gateway.front.middleware import REQUEST_ID
+from gateway.front.replies import REQUEST_ID, Reply
 from gateway.inference import BodyBuilder, InferenceService
-from gateway.keys import SERVICE, SETTINGS, SUPERVISOR, UPSTREAM
+from gateway.keys import SUPERVISOR, UPSTREAM
 from gateway.resolve import check_endpoint_name, resolve_target
+from gateway.settings import Settings
 from gateway.triton.errors import infer_error
 from gateway.triton.upstream import UpstreamResponse
 
-TARGET_MODEL = "X-Amzn-SageMaker-Target-Model"
+TARGET_MODEL = "x-amzn-sagemaker-target-model"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 VARIANT = "X-Amzn-Invoked-Production-Variant"
 _JSON_HEADERS = {"Content-Type": codecs.JSON}
+
+
+@dataclass(frozen=True, slots=True)
+class Invoker:
+    settings: Settings
+    service: InferenceService
+
+    async def invoke(
+        self,
+        endpoint: str | None,
+        headers: Mapping[str, str],
+        body: bytes,
+        rid: str,
+        deadline: float,
+    ) -> Reply:
+        if endpoint is not None:
+            check_endpoint_name(endpoint)
+        target = headers.get(TARGET_MODEL)
+        if target is None:
+            raise ValidationError(
+                "The X-Amzn-SageMaker-Target-Model header is required on a multi-model endpoint."
+            )
+        ref = resolve_target(target)
+        kind = codecs.parse_content_type(headers.get("content-type"), len(body))
+        payload: bytes | BodyBuilder = body
+        if kind.mime == codecs.CSV:
+            payload = partial(codecs.csv_to_v2, body)
+        _, response = await self.service.invoke(ref, payload, _upstream_headers(kind), deadline)
+        if response.status != 200:
+            raise infer_error(ref.name, response.status, response.body)
+        answer, content_type = _answer(kind, headers.get("accept"), response)
+        out = {
+            "Content-Type": content_type,
+            VARIANT: self.settings.variant_name,
+            REQUEST_ID: rid,
+        }
+        custom = headers.get("x-amzn-sagemaker-custom-attributes")
+        if custom is not None:
+            out[CUSTOM_ATTRIBUTES] = custom
+        return Reply(200, answer, out)
 
 
 def _upstream_headers(kind: codecs.BodyKind) -> dict[str, str]:
@@ -45,38 +93,6 @@ def _answer(
     return response.body, codecs.JSON
 
 
-async def invocations(request: web.Request) -> web.Response:
-    deadline = request.loop.time() + request.app[SETTINGS].model_ready_timeout
-    endpoint = request.match_info.get("endpoint")
-    if endpoint is not None:
-        check_endpoint_name(endpoint)
-    target = request.headers.get(TARGET_MODEL)
-    if target is None:
-        raise ValidationError(f"The {TARGET_MODEL} header is required on a multi-model endpoint.")
-    ref = resolve_target(target)
-    body = await request.read()
-    headers = request.headers
-    kind = codecs.parse_content_type(headers.get("Content-Type"), len(body))
-    service: InferenceService = request.app[SERVICE]
-    if kind.mime == codecs.CSV:
-        payload: bytes | BodyBuilder = partial(codecs.csv_to_v2, body)
-    else:
-        payload = body
-    _, response = await service.invoke(ref, payload, _upstream_headers(kind), deadline)
-    if response.status != 200:
-        raise infer_error(ref.name, response.status, response.body)
-    answer, content_type = _answer(kind, headers.get("Accept"), response)
-    out = {
-        "Content-Type": content_type,
-        VARIANT: request.app[SETTINGS].variant_name,
-        REQUEST_ID: request["request_id"],
-    }
-    custom = headers.get(CUSTOM_ATTRIBUTES)
-    if custom is not None:
-        out[CUSTOM_ATTRIBUTES] = custom
-    return web.Response(body=answer, headers=out)
-
-
 async def ping(request: web.Request) -> web.Response:
     supervisor = request.app.get(SUPERVISOR)
     if supervisor is not None and not supervisor.ready:
@@ -88,6 +104,4 @@ async def ping(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/endpoints/{endpoint}/invocations", invocations)
-    app.router.add_post("/invocations", invocations)
     app.router.add_get("/ping", ping)

@@ -8,8 +8,7 @@ from __future__ import annotations
 import enum
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -115,11 +114,3 @@ class Registry:
     def reset(self) -> None:
         """Triton restarted and forgot every model: nothing is loaded any more."""
         self._entries.clear()
-
-    @contextmanager
-    def pinned(self, entry: ModelEntry) -> Iterator[ModelEntry]:
-        entry.pins += 1
-        try:
-            yield entry
-        finally:
-            entry.pins -= 1

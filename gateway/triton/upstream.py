@@ -44,6 +44,8 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
+        # Cached: asyncio.get_running_loop() costs a getpid() system call on every use.
+        self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.waiter: asyncio.Future[None] | None = None
@@ -121,7 +123,7 @@ class _Connection(asyncio.Protocol):
             raise _PeerClosed(got_bytes=False)
         self.headers, self.body = {}, []
         self.got_bytes = self.until_eof = False
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         waiter = self.waiter = loop.create_future()
         if len(body) <= _CONCAT_MAX:
             transport.write(head + body)

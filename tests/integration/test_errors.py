@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import runtime_client
-from tests.servers import Gateway
+from tests.servers import Gateway, StandaloneTriton
 
 GOOD = json.dumps(
     {"inputs": [{"name": "INPUT0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
@@ -145,7 +145,7 @@ def test_model_that_fails_to_load_is_model_error(s3_gateway):
     _assert_healthy(s3_gateway)
 
 
-def test_triton_down_is_service_unavailable_then_recovers(tmp_path, s3_store, s3_endpoint):
+def test_embedded_triton_is_restarted_after_a_crash(tmp_path, s3_store, s3_endpoint):
     from tests.conftest import AWS_ENV
 
     gateway = Gateway(store=s3_store, cache_dir=tmp_path / "cache")
@@ -153,8 +153,33 @@ def test_triton_down_is_service_unavailable_then_recovers(tmp_path, s3_store, s3
     gateway.start()
     try:
         _assert_healthy(gateway)
-        triton_pid = _triton_pid(gateway)
-        os.kill(triton_pid, signal.SIGKILL)
+        first = _triton_pid(gateway)
+        os.kill(first, signal.SIGKILL)
+        _wait_for(lambda: _triton_pid_or_none(gateway) not in (None, first))
+        _wait_recovered(gateway)
+        _assert_healthy(gateway)  # Triton forgot the model; it is loaded again on demand
+        assert "tritonserver exited" in gateway.log()
+    finally:
+        gateway.stop()
+
+
+def test_external_triton_down_is_service_unavailable_then_recovers(tmp_path, s3_store, s3_endpoint):
+    """With --triton-url nobody restarts Triton: while it is down, requests get 503."""
+    from tests.conftest import AWS_ENV
+
+    repository = tmp_path / "repository"
+    triton = StandaloneTriton(repository, tmp_path / "runtime").start()
+    gateway = Gateway(store=s3_store, cache_dir=tmp_path / "cache")
+    gateway.env = {**AWS_ENV, "AWS_ENDPOINT_URL_S3": s3_endpoint}
+    gateway.args = [
+        "--triton-url", f"http://127.0.0.1:{triton.http_port}",
+        "--triton-grpc-port", str(triton.grpc_port),
+        "--triton-model-repository", str(repository),
+    ]  # fmt: skip
+    gateway.start()
+    try:
+        _assert_healthy(gateway)
+        triton.stop()
         client = runtime_client(gateway)
         with pytest.raises(client.exceptions.ServiceUnavailable):
             client.invoke_endpoint(
@@ -163,10 +188,31 @@ def test_triton_down_is_service_unavailable_then_recovers(tmp_path, s3_store, s3
                 ContentType="application/json",
                 Body=GOOD,
             )
+        with pytest.raises(urllib.error.HTTPError) as info:
+            urllib.request.urlopen(gateway.url + "/ping", timeout=10)
+        assert info.value.code == 503
+        triton.start()
         _wait_recovered(gateway)
-        _assert_healthy(gateway)  # reloaded on demand after the supervisor restarted Triton
+        _assert_healthy(gateway)  # the model vanished with the old Triton: reloaded on demand
     finally:
         gateway.stop()
+        triton.stop()
+
+
+def _triton_pid_or_none(gateway: Gateway) -> int | None:
+    try:
+        return _triton_pid(gateway)
+    except AssertionError:
+        return None
+
+
+def _wait_for(condition, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
 
 
 def _triton_pid(gateway: Gateway) -> int:

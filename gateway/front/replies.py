@@ -1,0 +1,53 @@
+"""Replies as plain data, and the one place errors get their wire shape.
+
+SageMaker (rest-json, as botocore parses it): status, ``x-amzn-ErrorType: <Code>`` and
+``{"message": ...}``; without the header boto3 cannot raise ``client.exceptions.<Code>``.
+KServe v2: status and ``{"error": ...}``. Both the hot-path server and the aiohttp routes
+render through here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from dataclasses import dataclass, field
+
+import orjson
+
+from gateway.errors import GatewayError, ModelNotFound
+
+REQUEST_ID = "x-amzn-RequestId"
+JSON = "application/json"
+_BOOT = os.urandom(4).hex()
+_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    """Unique per process run, and cheap: a random boot prefix and a counter."""
+    return f"{_BOOT}-{next(_COUNTER):012x}"
+
+
+@dataclass(slots=True)
+class Reply:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def sagemaker_error(exc: GatewayError, rid: str) -> Reply:
+    body = orjson.dumps({"message": exc.message, **exc.extra})
+    headers = {"Content-Type": JSON, "x-amzn-ErrorType": exc.error_type, REQUEST_ID: rid}
+    return Reply(exc.status, body, headers)
+
+
+def kserve_error(exc: GatewayError) -> Reply:
+    status = ModelNotFound.kserve_status if isinstance(exc, ModelNotFound) else exc.status
+    return Reply(status, orjson.dumps({"error": exc.message}), {"Content-Type": JSON})
+
+
+def error_reply(path: str, exc: GatewayError, rid: str) -> Reply:
+    return kserve_error(exc) if path.startswith("/v2") else sagemaker_error(exc, rid)
+
+
+def internal_failure(rid: str) -> GatewayError:
+    return GatewayError(f"An internal error occurred (request id {rid}).")

@@ -1,0 +1,137 @@
+"""The hot-path HTTP/1.1 server on real sockets: parsing, pipelining, limits, forwarding.
+
+Routes it does not serve itself go to a real aiohttp app on an internal port, as in
+production; requests here never reach Triton (they fail validation first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any, cast
+
+import pytest
+from aiohttp import web
+
+from gateway.front.middleware import errors
+from gateway.front.sagemaker import Invoker
+from gateway.front.server import FrontServer, Hot
+from gateway.inference import InferenceService
+from gateway.loading.registry import Registry
+from gateway.settings import Settings
+from gateway.triton.upstream import UpstreamPool
+
+
+async def _echo(request: web.Request) -> web.Response:
+    return web.json_response({"path": request.path_qs, "body": (await request.read()).decode()})
+
+
+@pytest.fixture
+async def front():
+    app = web.Application(middlewares=[errors])
+    app.router.add_route("*", "/echo", _echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    internal = UpstreamPool("127.0.0.1", runner.addresses[0][1])
+    service = InferenceService(Registry(), cast(Any, None), cast(Any, None))
+    hot = Hot(Invoker(Settings(), service), service, internal, max_body_size=1000, ready_timeout=5)
+    server = FrontServer(hot)
+    listener = await asyncio.get_running_loop().create_server(server.protocol, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    yield server, port
+    listener.close()
+    await server.close(1)
+    await internal.close()
+    await runner.cleanup()
+
+
+async def _exchange(
+    port: int, raw: bytes, responses: int = 1
+) -> list[tuple[int, dict[str, str], bytes]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw)
+    out = []
+    for _ in range(responses):
+        status_line = await reader.readline()
+        headers = {}
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            headers[name.strip().lower()] = value.strip()
+        body = await reader.readexactly(int(headers.get("content-length", 0)))
+        out.append((int(status_line.split()[1]), headers, body))
+    writer.close()
+    await writer.wait_closed()
+    return out
+
+
+async def test_server_forwards_other_routes_to_the_app(front):
+    _, port = front
+    [(status, _, body)] = await _exchange(port, b"GET /echo?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert status == 200
+    assert json.loads(body) == {"path": "/echo?x=1", "body": ""}
+
+
+async def test_server_answers_pipelined_requests_in_order(front):
+    _, port = front
+    raw = b"".join(
+        f"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: {len(str(i))}\r\n\r\n{i}".encode()
+        for i in range(5)
+    )
+    replies = await _exchange(port, raw, responses=5)
+    assert [json.loads(body)["body"] for _, _, body in replies] == ["0", "1", "2", "3", "4"]
+
+
+async def test_server_invocation_errors_use_sagemaker_shape(front):
+    _, port = front
+    raw = b"POST /endpoints/e/invocations HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}"
+    [(status, headers, body)] = await _exchange(port, raw)
+    assert status == 400
+    assert headers["x-amzn-errortype"] == "ValidationError"
+    assert headers["x-amzn-requestid"]
+    assert "Target-Model" in json.loads(body)["message"]
+
+
+async def test_server_body_over_limit_is_413_validation_error(front):
+    _, port = front
+    raw = b"POST /invocations HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n" + b"x" * 1001
+    [(status, headers, body)] = await _exchange(port, raw)
+    assert status == 413
+    assert headers["x-amzn-errortype"] == "ValidationError"
+    assert "too large" in json.loads(body)["message"]
+
+
+async def test_server_malformed_request_gets_400_and_close(front):
+    _, port = front
+    [(status, headers, body)] = await _exchange(port, b"NONSENSE\x00\r\n\r\n")
+    assert status == 400
+    assert headers["connection"] == "close"
+    assert "Malformed" in json.loads(body)["message"]
+
+
+async def test_server_unknown_route_keeps_error_shape(front):
+    _, port = front
+    [(status, headers, _)] = await _exchange(port, b"GET /nowhere HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert status == 404
+    assert headers["x-amzn-errortype"] == "UnknownOperationException"
+
+
+async def test_server_connection_close_is_honoured(front):
+    _, port = front
+    raw = b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"
+    [(status, headers, _)] = await _exchange(port, raw)
+    assert status == 200 and headers["connection"] == "close"
+
+
+async def test_server_close_waits_for_requests_in_flight(front):
+    server, port = front
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+    await writer.drain()
+    await asyncio.sleep(0.05)
+    await server.close(2)
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    writer.close()
+    await writer.wait_closed()
+    assert not server.connections
