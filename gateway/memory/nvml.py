@@ -43,7 +43,10 @@ def _visible_handles() -> list[tuple[int, object]]:
         if item.isdigit() and int(item) < count:
             handles.append(pynvml.nvmlDeviceGetHandleByIndex(int(item)))
         elif item.startswith(("GPU-", "MIG-")):
-            handles.append(pynvml.nvmlDeviceGetHandleByUUID(item))
+            try:
+                handles.append(pynvml.nvmlDeviceGetHandleByUUID(item))
+            except pynvml.NVMLError:
+                break  # an unknown UUID ends the list, as CUDA treats it
         else:
             break  # CUDA stops at the first invalid entry
     return list(enumerate(handles))

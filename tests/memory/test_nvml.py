@@ -35,6 +35,11 @@ class FakeNvml:
         )
         monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", self.memory_info)
 
+    def by_uuid(self, uuid: str) -> tuple[str, int]:
+        if uuid not in self.uuids:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)  # what a real driver raised
+        return ("h", self.uuids.index(uuid))
+
     def init(self) -> None:
         self.initialised += 1
 
@@ -65,7 +70,14 @@ def test_fake_nvml_monitor_reads_every_gpu(monkeypatch):
 
 @pytest.mark.parametrize(
     ("visible", "expected"),
-    [("1", [1]), ("2,0", [2, 0]), ("GPU-0001", [1]), ("0,bogus,2", [0]), ("", [])],
+    [
+        ("1", [1]),
+        ("2,0", [2, 0]),
+        ("GPU-0001", [1]),
+        ("0,bogus,2", [0]),
+        ("1,GPU-unknown,2", [1]),
+        ("", []),
+    ],
 )
 def test_fake_nvml_honours_cuda_visible_devices(monkeypatch, visible, expected):
     fake = FakeNvml([(GiB, 0), (2 * GiB, 0), (3 * GiB, 0)])
