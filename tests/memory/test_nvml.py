@@ -30,9 +30,7 @@ class FakeNvml:
         monkeypatch.setattr(pynvml, "nvmlShutdown", self.shutdown)
         monkeypatch.setattr(pynvml, "nvmlDeviceGetCount", lambda: len(self.devices))
         monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: ("h", i))
-        monkeypatch.setattr(
-            pynvml, "nvmlDeviceGetHandleByUUID", lambda u: ("h", self.uuids.index(u))
-        )
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByUUID", self.by_uuid)
         monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", self.memory_info)
 
     def by_uuid(self, uuid: str) -> tuple[str, int]:
