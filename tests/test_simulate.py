@@ -142,7 +142,6 @@ def test_main_bad_trace_exits_with_the_reason(tmp_path):
 
 
 def test_plot_writes_a_png(tmp_path):
-    pytest.importorskip("matplotlib")
     out = tmp_path / "hit.png"
     main(["--plot", str(out), "--models", "30", "--requests", "500"])
     assert out.read_bytes().startswith(b"\x89PNG")

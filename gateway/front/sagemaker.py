@@ -7,6 +7,7 @@ and GET /ping.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -27,6 +28,8 @@ TARGET_MODEL = "x-amzn-sagemaker-target-model"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 VARIANT = "X-Amzn-Invoked-Production-Variant"
 _JSON_HEADERS = {"Content-Type": codecs.JSON}
+PING_TIMEOUT_S = 2.0
+"""A health check must answer fast, even when Triton does not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +100,11 @@ async def ping(request: web.Request) -> web.Response:
     supervisor = request.app.get(SUPERVISOR)
     if supervisor is not None and not supervisor.ready:
         raise ServiceUnavailable("Triton is starting.")
-    response = await request.app[UPSTREAM].request("GET", "/v2/health/ready")
+    try:
+        async with asyncio.timeout(PING_TIMEOUT_S):
+            response = await request.app[UPSTREAM].request("GET", "/v2/health/ready")
+    except TimeoutError:
+        raise ServiceUnavailable("Triton did not answer its readiness check in time.") from None
     if response.status != 200:
         raise ServiceUnavailable("Triton is not ready.")
     return web.Response(text="")

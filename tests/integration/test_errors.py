@@ -228,10 +228,10 @@ def _wait_recovered(gateway: Gateway, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(gateway.url + "/ping", timeout=2) as response:
+            with urllib.request.urlopen(gateway.url + "/ping", timeout=5) as response:
                 if response.status == 200:
                     return
-        except urllib.error.URLError:
+        except OSError:  # refused, 503 (HTTPError) or slow while Triton restarts: not yet
             pass
         time.sleep(0.2)
     raise AssertionError("gateway did not recover")
