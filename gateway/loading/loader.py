@@ -144,7 +144,7 @@ class Loader:
             log.warning("GPU full: serving %s on CPU instances", ref.name)
             override = json_format.MessageToJson(to_cpu(config))
             await self._load_within_memory(entry, "host", override)
-        await self._describe(entry)
+        await self._describe(entry, config)
 
     async def _load_within_memory(self, entry: ModelEntry, kind: str, config: str | None) -> None:
         name = entry.ref.triton_name
@@ -164,13 +164,21 @@ class Loader:
                 await measure()
                 return
 
-    async def _describe(self, entry: ModelEntry) -> None:
+    async def _describe(self, entry: ModelEntry, config: model_config_pb2.ModelConfig) -> None:
+        """Tensor specs from the config on disk; from Triton only when it completed the config
+        itself (e.g. an ONNX model without inputs listed): two round trips off the cold path."""
+        entry.max_batch_size = config.max_batch_size
+        if config.input and config.output:
+            entry.inputs = [_spec(t, config.max_batch_size) for t in config.input]
+            entry.outputs = [_spec(t, config.max_batch_size) for t in config.output]
+            return
         name = entry.ref.triton_name
-        metadata = await self._control.metadata(name)
-        config = await self._control.config(name)
+        metadata, completed = await asyncio.gather(
+            self._control.metadata(name), self._control.config(name)
+        )
         entry.inputs = _specs(metadata.get("inputs", []))
         entry.outputs = _specs(metadata.get("outputs", []))
-        entry.max_batch_size = int(config.get("max_batch_size", 0))
+        entry.max_batch_size = int(completed.get("max_batch_size", 0))
 
     async def close(self) -> None:
         """Cancel and await every load still running (the app's cleanup)."""
@@ -184,6 +192,19 @@ class Loader:
 
 def _prepare(path: Path, *, triton_name: str, gpu: bool) -> None:
     prepare_model_dir(path, triton_name, gpu_available=gpu)
+
+
+def _spec(
+    tensor: model_config_pb2.ModelInput | model_config_pb2.ModelOutput, max_batch_size: int
+) -> TensorSpec:
+    """As Triton's metadata states it: KServe datatype names, the batch dimension included."""
+    datatype = model_config_pb2.DataType.Name(tensor.data_type).removeprefix("TYPE_")
+    shape = [int(d) for d in tensor.dims]
+    return TensorSpec(
+        tensor.name,
+        "BYTES" if datatype == "STRING" else datatype,
+        [-1, *shape] if max_batch_size > 0 else shape,
+    )
 
 
 def _specs(tensors: list[dict[str, Any]]) -> list[TensorSpec]:
