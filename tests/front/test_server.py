@@ -135,3 +135,18 @@ async def test_server_close_waits_for_requests_in_flight(front):
     writer.close()
     await writer.wait_closed()
     assert not server.connections
+
+
+async def test_server_unexpected_error_is_internal_failure_with_request_id(front, caplog):
+    """The service here has no loader, so a valid invocation fails unexpectedly inside it."""
+    _, port = front
+    raw = (
+        b"POST /endpoints/e/invocations HTTP/1.1\r\nHost: a\r\n"
+        b"X-Amzn-SageMaker-Target-Model: m.tar.gz\r\nContent-Length: 2\r\n\r\n{}"
+    )
+    [(status, headers, body)] = await _exchange(port, raw)
+    assert status == 500
+    assert headers["x-amzn-errortype"] == "InternalFailure"
+    message = json.loads(body)["message"]
+    assert headers["x-amzn-requestid"] in message and "NoneType" not in message
+    assert "request " + headers["x-amzn-requestid"] + " failed" in caplog.text
