@@ -32,7 +32,6 @@ def _from_http(exc: web.HTTPException) -> GatewayError:
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = request.headers.get("x-amzn-RequestId") or new_request_id()
-    request["request_id"] = rid
     try:
         return await handler(request)
     except GatewayError as exc:
