@@ -84,6 +84,21 @@ class Gateway:
             raise RuntimeError(f"gateway did not start:\n{self.log()}") from None
         return self
 
+    def triton_pid(self) -> int | None:
+        """The gateway's tritonserver child, if one is running now."""
+        assert self.proc is not None
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return None
+        for pid in children.split():
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "tritonserver":
+                    return int(pid)
+            except OSError:
+                continue  # exited between the two reads
+        return None
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 

@@ -7,7 +7,6 @@ import os
 import signal
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
@@ -153,9 +152,10 @@ def test_embedded_triton_is_restarted_after_a_crash(tmp_path, s3_store, s3_endpo
     gateway.start()
     try:
         _assert_healthy(gateway)
-        first = _triton_pid(gateway)
+        first = gateway.triton_pid()
+        assert first is not None
         os.kill(first, signal.SIGKILL)
-        _wait_for(lambda: _triton_pid_or_none(gateway) not in (None, first))
+        _wait_for(lambda: gateway.triton_pid() not in (None, first))
         _wait_recovered(gateway)
         _assert_healthy(gateway)  # Triton forgot the model; it is loaded again on demand
         assert "tritonserver exited" in gateway.log()
@@ -199,13 +199,6 @@ def test_external_triton_down_is_service_unavailable_then_recovers(tmp_path, s3_
         triton.stop()
 
 
-def _triton_pid_or_none(gateway: Gateway) -> int | None:
-    try:
-        return _triton_pid(gateway)
-    except AssertionError:
-        return None
-
-
 def _wait_for(condition, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -213,15 +206,6 @@ def _wait_for(condition, timeout: float = 30) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("condition not met in time")
-
-
-def _triton_pid(gateway: Gateway) -> int:
-    assert gateway.proc is not None
-    children = Path(f"/proc/{gateway.proc.pid}/task/{gateway.proc.pid}/children").read_text()
-    for pid in children.split():
-        if Path(f"/proc/{pid}/comm").read_text().strip() == "tritonserver":
-            return int(pid)
-    raise AssertionError("no tritonserver child")
 
 
 def _wait_recovered(gateway: Gateway, timeout: float = 60) -> None:
