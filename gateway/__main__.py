@@ -38,7 +38,7 @@ def serve(argv: Sequence[str]) -> None:
     from gateway.app import serve as run
     from gateway.log import setup_logging
 
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
 
     def announce(message: str) -> None:
         print(message + (_examples(settings) if settings.print_examples else ""), flush=True)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.front import kserve_v2, sagemaker
+from gateway.front import kserve_v2, ops, sagemaker
 from gateway.front.middleware import errors
 from gateway.front.sagemaker import Invoker
 from gateway.front.server import FrontServer, Hot
@@ -26,20 +26,24 @@ from gateway.keys import (
     CAPACITY,
     CONTROL,
     LOADER,
+    METRICS,
     POLICY,
     REGISTRY,
     SERVICE,
     SETTINGS,
     SUPERVISOR,
+    TRITON_METRICS,
     UPSTREAM,
 )
 from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import make_policy
 from gateway.loading.loader import Loader
 from gateway.loading.registry import Registry
+from gateway.log import AccessLog
 from gateway.memory.base import MemoryMonitor
 from gateway.memory.host import HostMonitor, available_bytes
 from gateway.memory.nvml import open_nvml
+from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store import open_store
 from gateway.store.cache import DiskCache
@@ -74,6 +78,13 @@ async def triton_ctx(app: web.Application) -> AsyncIterator[None]:
         url.port or 80,
         max_connections=settings.upstream_connections,
     )
+    metrics_url = urlsplit(settings.triton_metrics)
+    app[TRITON_METRICS] = (
+        UpstreamPool(
+            metrics_url.hostname or "127.0.0.1", metrics_url.port or 80, max_connections=2
+        ),
+        metrics_url.path or "/metrics",
+    )
     supervisor = None
     if settings.triton_url is None:
         await asyncio.to_thread(settings.repository.mkdir, parents=True, exist_ok=True)
@@ -87,6 +98,7 @@ async def triton_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await app[UPSTREAM].close()
+        await app[TRITON_METRICS][0].close()
         await control.close()
         if supervisor is not None:
             await supervisor.stop()
@@ -106,7 +118,9 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         MAX_MODEL_BYTES,
         settings.cache_disk_budget,
         partial(_in_use, app),
+        app[METRICS].evictions.labels(tier="disk").inc,
     )
+    app[METRICS].state.disk = lambda: (cache.used, cache.budget)
     await asyncio.to_thread(cache.prepare_dirs)
     log.info("disk cache: %d MiB used of a %d MiB budget", cache.used >> 20, cache.budget >> 20)
     yield
@@ -127,7 +141,9 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
         f"{len(nvml.devices)} GPU(s) through NVML" if nvml else "no GPU: every model on CPU",
         budget >> 20,
     )
-    app[CAPACITY] = Capacity(settings, app[REGISTRY], app[CONTROL], monitors, app[POLICY])
+    app[CAPACITY] = Capacity(
+        settings, app[REGISTRY], app[CONTROL], monitors, app[POLICY], app[METRICS]
+    )
     yield
     if nvml is not None:
         await asyncio.to_thread(nvml.close)
@@ -143,9 +159,10 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
         app[CONTROL],
         capacity,
         app[POLICY],
+        app[METRICS],
         gpu_available="gpu" in capacity.monitors,
     )
-    app[SERVICE] = InferenceService(registry, loader, app[UPSTREAM])
+    app[SERVICE] = InferenceService(registry, loader, app[UPSTREAM], app[METRICS])
     yield
     await loader.close()
 
@@ -154,10 +171,13 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_size, middlewares=[errors])
     app[SETTINGS] = settings
     policy = app[POLICY] = make_policy(settings.eviction_policy)
-    app[REGISTRY] = Registry(on_hit=policy.record_hit)
+    registry = app[REGISTRY] = Registry(on_hit=policy.record_hit)
+    metrics = app[METRICS] = Metrics(settings.per_model_metrics)
+    metrics.state.entries = registry.entries
     app.cleanup_ctx.extend([triton_ctx, memory_ctx, store_ctx, loader_ctx])
     sagemaker.add_routes(app)
     kserve_v2.add_routes(app)
+    ops.add_routes(app)
     return app
 
 
@@ -177,6 +197,8 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
             internal=UpstreamPool("127.0.0.1", internal_port, max_connections=16),
             max_body_size=settings.max_body_size,
             ready_timeout=settings.model_ready_timeout,
+            metrics=app[METRICS],
+            access_log=AccessLog(settings.log_format) if settings.access_log else None,
         )
         front = FrontServer(hot)
         loop = asyncio.get_running_loop()
@@ -192,5 +214,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         server.close()
         await front.close(settings.shutdown_timeout)
         await hot.internal.close()
+        if hot.access_log is not None:
+            hot.access_log.flush()
     finally:
         await runner.cleanup()

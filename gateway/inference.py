@@ -5,12 +5,15 @@ Transport-free: both fronts call it with bytes and get Triton's answer back as b
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from urllib.parse import quote
 
 from gateway.loading.loader import Loader
 from gateway.loading.registry import ModelEntry, Registry
+from gateway.log import CACHE_HIT
+from gateway.metrics import Metrics
 from gateway.resolve import ModelRef
 from gateway.triton.upstream import UpstreamPool, UpstreamResponse
 
@@ -31,16 +34,29 @@ def _model_vanished(response: UpstreamResponse) -> bool:
 
 
 class InferenceService:
-    def __init__(self, registry: Registry, loader: Loader, upstream: UpstreamPool) -> None:
+    def __init__(
+        self, registry: Registry, loader: Loader, upstream: UpstreamPool, metrics: Metrics
+    ) -> None:
         self._registry = registry
         self._loader = loader
         self._upstream = upstream
+        self._hit = metrics.cache_hits.inc
+        self._miss = metrics.cache_misses.inc
+        self._waited = metrics.loading_wait.observe
 
     async def entry(self, ref: ModelRef, deadline: float) -> ModelEntry:
         entry = self._registry.ready(ref.triton_name)
         if entry is not None:
+            self._hit()
+            CACHE_HIT.set(True)
             return entry
-        return await self._loader.ensure_loaded(ref, deadline)
+        self._miss()
+        CACHE_HIT.set(False)
+        started = time.perf_counter()
+        try:
+            return await self._loader.ensure_loaded(ref, deadline)
+        finally:
+            self._waited(time.perf_counter() - started)
 
     async def invoke(
         self,

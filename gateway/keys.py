@@ -9,6 +9,7 @@ from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import EvictionPolicy
 from gateway.loading.loader import Loader
 from gateway.loading.registry import Registry
+from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store.cache import DiskCache
 from gateway.triton.client import TritonControl
@@ -25,3 +26,5 @@ LOADER = web.AppKey("loader", Loader)
 SERVICE = web.AppKey("service", InferenceService)
 CAPACITY = web.AppKey("capacity", Capacity)
 POLICY = web.AppKey("policy", EvictionPolicy)
+METRICS = web.AppKey("metrics", Metrics)
+TRITON_METRICS = web.AppKey("triton_metrics", tuple[UpstreamPool, str])

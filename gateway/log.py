@@ -1,13 +1,104 @@
-"""Logging setup: one format for the gateway's own records."""
+"""Logging: the request id and model on every record, text or JSON lines, and the access log.
+
+Context variables carry the request id, the target model and whether the model was already
+loaded; the hot-path server sets them per request and the access log reads them back.
+The access log writes one line per request to a buffer flushed a few times a second, since
+the logging module's per-record cost would show on the hot path.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import sys
+import time
+from contextvars import ContextVar
+from typing import IO
+
+import orjson
+
+REQUEST_ID: ContextVar[str] = ContextVar("request_id", default="-")
+MODEL: ContextVar[str] = ContextVar("model", default="-")
+CACHE_HIT: ContextVar[bool | None] = ContextVar("cache_hit", default=None)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+class _Context(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        record.model = MODEL.get()
+        return True
+
+
+class _Json(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        document = {
+            "time": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", "-"),
+            "model": getattr(record, "model", "-"),
+        }
+        if record.exc_info:
+            document["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(document).decode()
+
+
+def setup_logging(level: str, fmt: str = "text") -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(_Context())
+    if fmt == "json":
+        handler.setFormatter(_Json())
+    else:
+        handler.setFormatter(
+            logging.Formatter(
+                "%(asctime)s %(levelname)s %(name)s [%(request_id)s %(model)s] %(message)s"
+            )
+        )
+    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class AccessLog:
+    """One line per request: request id, target model, status, latency, cache hit."""
+
+    def __init__(self, fmt: str = "text", stream: IO[str] | None = None) -> None:
+        self._json = fmt == "json"
+        self._stream = stream or sys.stdout
+        self._lines: list[str] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    def record(self, method: str, path: str, status: int, seconds: float) -> None:
+        hit = CACHE_HIT.get()
+        if self._json:
+            line = orjson.dumps(
+                {
+                    "time": time.time(),
+                    "request_id": REQUEST_ID.get(),
+                    "model": MODEL.get(),
+                    "method": method,
+                    "path": path,
+                    "status": status,
+                    "ms": round(seconds * 1000, 3),
+                    "cache_hit": hit,
+                }
+            ).decode()
+        else:
+            line = (
+                f"access {REQUEST_ID.get()} {method} {path} model={MODEL.get()} "
+                f"status={status} ms={seconds * 1000:.3f} hit={'-' if hit is None else int(hit)}"
+            )
+        self._lines.append(line)
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        await asyncio.sleep(0.2)
+        self.flush()
+        self._flusher = None
+
+    def flush(self) -> None:
+        if self._lines:
+            lines, self._lines = self._lines, []
+            self._stream.write("\n".join(lines) + "\n")
+            self._stream.flush()

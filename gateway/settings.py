@@ -97,12 +97,20 @@ class Settings:
     (parameters { key: "cpu_fallback" value: { string_value: "true" } })."""
     upstream_connections: int = 64
     """Most keep-alive connections kept open to Triton's HTTP endpoint."""
+    per_model_metrics: int = 0
+    """Also export per-model series for the N busiest loaded models (0: none)."""
+    triton_metrics_url: str | None = None
+    """Triton's metrics URL, merged into /metrics; defaults to the embedded one's port."""
     variant_name: str = "AllTraffic"
     """Production variant returned in X-Amzn-Invoked-Production-Variant."""
     shutdown_timeout: float = 10.0
     """Seconds in-flight requests get to finish on shutdown."""
     log_level: str = "INFO"
     """Logging level: DEBUG, INFO, WARNING, ERROR."""
+    log_format: str = "text"
+    """Log lines as text or json (one JSON object per line)."""
+    access_log: bool = True
+    """One line per request: request id, target model, status, latency, cache hit."""
     print_examples: bool = False
     """Print ready-to-paste curl and AWS CLI invocations once the gateway is up."""
 
@@ -113,6 +121,11 @@ class Settings:
     @property
     def triton_http_url(self) -> str:
         return self.triton_url or f"http://127.0.0.1:{self.triton_http_port}"
+
+    @property
+    def triton_metrics(self) -> str:
+        host = _host_of(self.triton_http_url)
+        return self.triton_metrics_url or f"http://{host}:{self.triton_metrics_port}/metrics"
 
     @property
     def triton_grpc_target(self) -> str:

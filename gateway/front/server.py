@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from gateway.front import kserve_v2
 from gateway.front.replies import Reply, error_reply, internal_failure, new_request_id
 from gateway.front.sagemaker import Invoker
 from gateway.inference import InferenceService
+from gateway.log import CACHE_HIT, MODEL, REQUEST_ID, AccessLog
+from gateway.metrics import Metrics
 from gateway.triton.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -42,6 +45,8 @@ class Hot:
     internal: UpstreamPool
     max_body_size: int
     ready_timeout: float
+    metrics: Metrics
+    access_log: AccessLog | None
 
 
 @dataclass(slots=True)
@@ -171,8 +176,21 @@ class Connection(asyncio.Protocol):
         self._worker = None
 
     async def _handle(self, request: _Request) -> Reply:
+        started = time.perf_counter()
         rid = new_request_id()
+        REQUEST_ID.set(rid)
+        CACHE_HIT.set(None)
         path = request.url.partition(b"?")[0].decode("latin-1")
+        reply = await self._reply(request, path, rid)
+        seconds = time.perf_counter() - started
+        if request.method == b"POST" and _is_invocation(path):
+            self._hot.metrics.invoked(reply.status, seconds)
+        if self._hot.access_log is not None:
+            method = request.method.decode("latin-1")
+            self._hot.access_log.record(method, path, reply.status, seconds)
+        return reply
+
+    async def _reply(self, request: _Request, path: str, rid: str) -> Reply:
         try:
             if request.too_large:
                 raise PayloadTooLarge(
@@ -196,11 +214,13 @@ class Connection(asyncio.Protocol):
         ):
             endpoint = None if path == "/invocations" else unquote(path[11:-12])
             if endpoint is None or "/" not in endpoint:
+                MODEL.set(request.headers.get("x-amzn-sagemaker-target-model", "-"))
                 return await hot.invoker.invoke(
                     endpoint, request.headers, request.body, rid, request.deadline
                 )
         if path.startswith("/v2/models/") and path.endswith("/infer"):
             name, version = _kserve_target(path[11:-6])
+            MODEL.set(name)
             return await kserve_v2.infer(
                 hot.service, name, version, request.headers, request.body, request.deadline
             )
@@ -247,6 +267,10 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def _is_invocation(path: str) -> bool:
+    return path.endswith(("/invocations", "/infer"))
 
 
 def _kserve_target(rest: str) -> tuple[str, str]:

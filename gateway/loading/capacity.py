@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -23,6 +24,7 @@ from gateway.errors import InsufficientMemory, ServiceUnavailable
 from gateway.loading.eviction import EvictionPolicy, Resident
 from gateway.loading.registry import ModelEntry, ModelState, Registry
 from gateway.memory.base import MemoryMonitor, MemorySnapshot
+from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.triton.client import TritonControl
 
@@ -48,12 +50,14 @@ class Capacity:
         control: TritonControl,
         monitors: dict[str, MemoryMonitor],
         policy: EvictionPolicy,
+        metrics: Metrics,
     ) -> None:
         self._settings = settings
         self._registry = registry
         self._control = control
         self.monitors = monitors
         self._policy = policy
+        self._metrics = metrics
         self._locks = {kind: asyncio.Lock() for kind in monitors}
         self._reserved = dict.fromkeys(monitors, 0)
         self._loads = dict.fromkeys(monitors, 0)
@@ -113,6 +117,7 @@ class Capacity:
                     f"{_mib(max(free, 0))} is free and no idle model is left to unload."
                 )
             log.info("evicting %s to make room for %s", ", ".join(victims), entry.ref.name)
+            self._metrics.evictions.labels(tier="memory").inc(len(victims))
             await asyncio.gather(*(self.unload(name) for name in victims))
             await self._await_release(monitor, kind, need)
 
@@ -152,9 +157,11 @@ class Capacity:
         await asyncio.shield(task)
 
     async def _unload(self, triton_name: str) -> None:
+        started = time.perf_counter()
         try:
             await self._control.unload(triton_name)
             await self.wait_unavailable(triton_name)
+            self._metrics.unloading.observe(time.perf_counter() - started)
         finally:
             self._registry.remove(triton_name)
             self._policy.record_evict(triton_name)

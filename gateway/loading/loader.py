@@ -30,6 +30,7 @@ from gateway.errors import (
 from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import EvictionPolicy
 from gateway.loading.registry import ModelEntry, ModelState, Registry, TensorSpec
+from gateway.metrics import Metrics
 from gateway.resolve import ModelRef
 from gateway.settings import Settings
 from gateway.store.cache import DiskCache
@@ -55,6 +56,7 @@ class Loader:
         control: TritonControl,
         capacity: Capacity,
         policy: EvictionPolicy,
+        metrics: Metrics,
         gpu_available: bool,
     ) -> None:
         self._settings = settings
@@ -63,6 +65,7 @@ class Loader:
         self._control = control
         self._capacity = capacity
         self._policy = policy
+        self._metrics = metrics
         self._gpu_available = gpu_available
         self._tasks: dict[str, asyncio.Task[ModelEntry]] = {}
 
@@ -104,10 +107,12 @@ class Loader:
                 f"Model '{ref.name}' did not load within {self._settings.model_load_timeout} s."
             ) from None
         except ModelError:
+            self._metrics.failed_loads.inc()
             self._registry.remove(ref.triton_name)
             await self._cache.remove(ref)  # a bad copy on disk must not be loaded again
             raise
         except BaseException:
+            self._metrics.failed_loads.inc()
             self._registry.remove(ref.triton_name)
             raise
         entry.load_seconds = time.perf_counter() - started
@@ -129,7 +134,10 @@ class Loader:
 
     async def _fetch_and_load(self, ref: ModelRef, entry: ModelEntry) -> None:
         prepare = partial(_prepare, triton_name=ref.triton_name, gpu=self._gpu_available)
+        started = time.perf_counter()
         materialized = await self._cache.materialize(ref, prepare)
+        if not materialized.hit:
+            self._metrics.downloading.observe(time.perf_counter() - started)
         entry.disk_bytes = materialized.bytes
         config = await asyncio.to_thread(read_config, materialized.path)
         entry.state = ModelState.LOADING
@@ -150,6 +158,7 @@ class Loader:
         name = entry.ref.triton_name
         for attempt in range(1, LOAD_ATTEMPTS + 1):
             async with self._capacity.room_for(entry, kind) as measure:
+                started = time.perf_counter()
                 try:
                     await self._control.load(name, config)
                 except InsufficientMemory:
@@ -161,6 +170,7 @@ class Loader:
                     log.warning("Triton ran out of memory loading %s; evicting more", name)
                     self._capacity.raise_estimate(entry)
                     continue
+                self._metrics.loading.observe(time.perf_counter() - started)
                 await measure()
                 return
 

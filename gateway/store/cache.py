@@ -61,15 +61,16 @@ class DiskCache:
         max_model_bytes: int,
         budget: int,
         in_use: Callable[[str], bool],
+        on_evict: Callable[[], None] = lambda: None,
     ) -> None:
         self.repository = repository
         self.store = store
         self.max_model_bytes = max_model_bytes
         self.budget = budget
         self._in_use = in_use
+        self._on_evict = on_evict
         self._sizes: OrderedDict[str, int] = OrderedDict()
         """Triton name -> bytes on disk, least recently used first."""
-        self.evictions = 0
 
     @property
     def used(self) -> int:
@@ -128,7 +129,7 @@ class DiskCache:
         for name in victims:
             log.info("disk cache: deleting %s to make room for %s", name, ref.name)
             self._sizes.pop(name, None)
-            self.evictions += 1
+            self._on_evict()
             await asyncio.to_thread(shutil.rmtree, self.repository / name, True)
 
     @staticmethod

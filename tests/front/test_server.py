@@ -18,6 +18,7 @@ from gateway.front.sagemaker import Invoker
 from gateway.front.server import FrontServer, Hot
 from gateway.inference import InferenceService
 from gateway.loading.registry import Registry
+from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.triton.upstream import UpstreamPool
 
@@ -35,8 +36,17 @@ async def front():
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     internal = UpstreamPool("127.0.0.1", runner.addresses[0][1])
-    service = InferenceService(Registry(), cast(Any, None), cast(Any, None))
-    hot = Hot(Invoker(Settings(), service), service, internal, max_body_size=1000, ready_timeout=5)
+    metrics = Metrics()
+    service = InferenceService(Registry(), cast(Any, None), cast(Any, None), metrics)
+    hot = Hot(
+        Invoker(Settings(), service),
+        service,
+        internal,
+        max_body_size=1000,
+        ready_timeout=5,
+        metrics=metrics,
+        access_log=None,
+    )
     server = FrontServer(hot)
     listener = await asyncio.get_running_loop().create_server(server.protocol, "127.0.0.1", 0)
     port = listener.sockets[0].getsockname()[1]

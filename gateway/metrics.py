@@ -1,0 +1,142 @@
+"""Every Prometheus metric the gateway exports, in one place.
+
+SageMaker's multi-model metrics under Prometheus names (ModelCacheHit -> cache hits and
+misses, LoadedModelCount, ModelDownloadingTime, ModelLoadingTime, ModelUnloadingTime,
+ModelLoadingWaitTime), evictions per tier, invocations per status code, latency, and memory
+and disk against their budgets. Thousands of models would explode Prometheus's series
+count, so nothing carries a model label, except the opt-in top-N series
+(``--per-model-metrics N``), computed at scrape time from the registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from gateway.loading.registry import ModelEntry
+from gateway.memory.base import MemorySnapshot
+
+disable_created_metrics()  # type: ignore[no-untyped-call]  # no *_created series
+
+_LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300, 600)
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+
+
+class Metrics:
+    def __init__(self, per_model: int = 0) -> None:
+        r = self.registry = CollectorRegistry()
+        self.cache_hits = Counter(
+            "mme_model_cache_hits", "Requests whose model was already loaded.", registry=r
+        )
+        self.cache_misses = Counter(
+            "mme_model_cache_misses", "Requests that had to wait for a load.", registry=r
+        )
+        self.downloading = Histogram(
+            "mme_model_downloading_seconds",
+            "Fetch and unpack time.",
+            buckets=_LOAD_BUCKETS,
+            registry=r,
+        )
+        self.loading = Histogram(
+            "mme_model_loading_seconds",
+            "Triton load_model time.",
+            buckets=_LOAD_BUCKETS,
+            registry=r,
+        )
+        self.unloading = Histogram(
+            "mme_model_unloading_seconds",
+            "Unload time, until Triton reports the model UNAVAILABLE.",
+            buckets=_LOAD_BUCKETS,
+            registry=r,
+        )
+        self.loading_wait = Histogram(
+            "mme_model_loading_wait_seconds",
+            "Time a request waited for its model to load.",
+            buckets=_LOAD_BUCKETS,
+            registry=r,
+        )
+        self.evictions = Counter(
+            "mme_model_evictions", "Models evicted, by tier.", ["tier"], registry=r
+        )
+        self.invocations = Counter(
+            "mme_invocations", "Invocations answered, by HTTP status.", ["code"], registry=r
+        )
+        self.latency = Histogram(
+            "mme_invocation_seconds",
+            "Invocation latency inside the gateway.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.failed_loads = Counter("mme_model_load_failures", "Loads that failed.", registry=r)
+        self.state = _StateCollector(per_model)
+        r.register(self.state)
+        self._by_code: dict[int, Callable[[], None]] = {}
+
+    def invoked(self, status: int, seconds: float) -> None:
+        """Hot path: pre-bound label children, so a call is two increments."""
+        inc = self._by_code.get(status)
+        if inc is None:
+            inc = self._by_code[status] = self.invocations.labels(code=str(status)).inc
+        inc()
+        self.latency.observe(seconds)
+
+
+class _StateCollector(Collector):
+    """Gauges read at scrape time: loaded models, memory, disk, and the top-N models."""
+
+    def __init__(self, per_model: int) -> None:
+        self.per_model = per_model
+        self.entries: Callable[[], Iterable[ModelEntry]] = list
+        self.snapshots: dict[str, MemorySnapshot] = {}
+        self.disk: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    def collect(self) -> Iterable[Metric]:
+        entries = list(self.entries())
+        loaded = [e for e in entries if e.state.value == "ready"]
+        yield GaugeMetricFamily("mme_loaded_models", "Models loaded in Triton.", len(loaded))
+        yield from self._memory()
+        used, budget = self.disk()
+        yield GaugeMetricFamily("mme_disk_cache_used_bytes", "Unpacked models on disk.", used)
+        yield GaugeMetricFamily("mme_disk_cache_budget_bytes", "Disk cache budget.", budget)
+        if self.per_model:
+            yield from self._top(loaded)
+
+    def _memory(self) -> Iterable[Metric]:
+        gpu = self.snapshots.get("gpu")
+        if gpu is not None:
+            used = GaugeMetricFamily(
+                "mme_gpu_memory_used_bytes", "GPU memory used (NVML).", labels=["device"]
+            )
+            total = GaugeMetricFamily(
+                "mme_gpu_memory_total_bytes", "GPU memory (NVML).", labels=["device"]
+            )
+            for device in gpu.devices:
+                used.add_metric([str(device.index)], device.used)
+                total.add_metric([str(device.index)], device.total)
+            yield used
+            yield total
+        host = self.snapshots.get("host")
+        if host is not None:
+            yield GaugeMetricFamily(
+                "mme_host_memory_used_bytes", "Memory (PSS) of Triton's processes.", host.used
+            )
+            yield GaugeMetricFamily(
+                "mme_host_memory_budget_bytes", "Host memory budget for Triton.", host.total
+            )
+
+    def _top(self, loaded: list[ModelEntry]) -> Iterable[Metric]:
+        busiest = sorted(loaded, key=lambda e: e.hits, reverse=True)[: self.per_model]
+        hits = CounterMetricFamily(
+            "mme_model_hits", "Requests served by a loaded model (top N).", labels=["model"]
+        )
+        memory = GaugeMetricFamily(
+            "mme_model_memory_bytes", "Memory held by a loaded model (top N).", labels=["model"]
+        )
+        for entry in busiest:
+            hits.add_metric([entry.ref.name], entry.hits)
+            memory.add_metric([entry.ref.name], entry.memory_bytes)
+        yield hits
+        yield memory
