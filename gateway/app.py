@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.front import kserve_v2, ops, sagemaker
+from gateway.front import kserve_v2, management, ops, sagemaker
 from gateway.front.middleware import errors
 from gateway.front.sagemaker import Invoker
 from gateway.front.server import FrontServer, Hot
@@ -26,6 +26,7 @@ from gateway.keys import (
     CAPACITY,
     CONTROL,
     LOADER,
+    MANAGEMENT,
     METRICS,
     POLICY,
     REGISTRY,
@@ -40,6 +41,7 @@ from gateway.loading.eviction import make_policy
 from gateway.loading.loader import Loader
 from gateway.loading.registry import Registry
 from gateway.log import AccessLog
+from gateway.management import Management
 from gateway.memory.base import MemoryMonitor
 from gateway.memory.host import HostMonitor, available_bytes
 from gateway.memory.nvml import open_nvml
@@ -53,6 +55,7 @@ from gateway.triton.supervisor import TritonSupervisor
 from gateway.triton.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
+ADMIN_PREFIXES = ("/models", "/admin")
 MAX_MODEL_BYTES = 1 << 40  # unpacked size cap per model; the disk budget is the real limit
 
 
@@ -163,6 +166,7 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
         gpu_available="gpu" in capacity.monitors,
     )
     app[SERVICE] = InferenceService(registry, loader, app[UPSTREAM], app[METRICS])
+    app[MANAGEMENT] = Management(app[SETTINGS], registry, loader, capacity, app[CACHE])
     yield
     await loader.close()
 
@@ -178,6 +182,8 @@ def create_app(settings: Settings) -> web.Application:
     sagemaker.add_routes(app)
     kserve_v2.add_routes(app)
     ops.add_routes(app)
+    if settings.admin:
+        management.add_routes(app)
     return app
 
 
@@ -199,7 +205,13 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
             ready_timeout=settings.model_ready_timeout,
             metrics=app[METRICS],
             access_log=AccessLog(settings.log_format) if settings.access_log else None,
+            # Admin routes live on their own port when one is set: not on the public one.
+            hidden=ADMIN_PREFIXES if settings.admin_port else (),
         )
+        if settings.admin and settings.admin_port:
+            admin = web.TCPSite(runner, settings.host, settings.admin_port)
+            await admin.start()
+            announce(f"admin routes on http://{settings.host}:{settings.admin_port}")
         front = FrontServer(hot)
         loop = asyncio.get_running_loop()
         server = await loop.create_server(

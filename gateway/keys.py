@@ -9,6 +9,7 @@ from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import EvictionPolicy
 from gateway.loading.loader import Loader
 from gateway.loading.registry import Registry
+from gateway.management import Management
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.store.cache import DiskCache
@@ -28,3 +29,4 @@ CAPACITY = web.AppKey("capacity", Capacity)
 POLICY = web.AppKey("policy", EvictionPolicy)
 METRICS = web.AppKey("metrics", Metrics)
 TRITON_METRICS = web.AppKey("triton_metrics", tuple[UpstreamPool, str])
+MANAGEMENT = web.AppKey("management", Management)

@@ -29,6 +29,8 @@ class ModelRef:
     """Keys under the model store to try, in order."""
     triton_name: str
     """Folder name in Triton's model repository; also the name Triton serves it under."""
+    source: str = ""
+    """A local folder or archive to fetch from instead of the model store (POST /models)."""
 
 
 def strip_suffix(path: str) -> str:

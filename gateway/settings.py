@@ -97,6 +97,10 @@ class Settings:
     (parameters { key: "cpu_fallback" value: { string_value: "true" } })."""
     upstream_connections: int = 64
     """Most keep-alive connections kept open to Triton's HTTP endpoint."""
+    admin: bool = True
+    """Serve the model-management API (/models) and /admin routes."""
+    admin_port: int = 0
+    """Serve them on this port only, not on --port (0: on --port)."""
     per_model_metrics: int = 0
     """Also export per-model series for the N busiest loaded models (0: none)."""
     triton_metrics_url: str | None = None

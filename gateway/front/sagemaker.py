@@ -19,7 +19,7 @@ from gateway.errors import ServiceUnavailable, ValidationError
 from gateway.front.replies import REQUEST_ID, Reply
 from gateway.inference import BodyBuilder, InferenceService
 from gateway.keys import SUPERVISOR, UPSTREAM
-from gateway.resolve import check_endpoint_name, resolve_target
+from gateway.resolve import ModelRef, check_endpoint_name, resolve_target
 from gateway.settings import Settings
 from gateway.triton.errors import infer_error
 from gateway.triton.upstream import UpstreamResponse
@@ -52,7 +52,11 @@ class Invoker:
             raise ValidationError(
                 "The X-Amzn-SageMaker-Target-Model header is required on a multi-model endpoint."
             )
-        ref = resolve_target(target)
+        return await self.invoke_ref(resolve_target(target), headers, body, rid, deadline)
+
+    async def invoke_ref(
+        self, ref: ModelRef, headers: Mapping[str, str], body: bytes, rid: str, deadline: float
+    ) -> Reply:
         kind = codecs.parse_content_type(headers.get("content-type"), len(body))
         payload: bytes | BodyBuilder = body
         if kind.mime == codecs.CSV:

@@ -47,6 +47,8 @@ class Hot:
     ready_timeout: float
     metrics: Metrics
     access_log: AccessLog | None
+    hidden: tuple[str, ...] = ()
+    """Path prefixes not served on this port (admin routes on a port of their own)."""
 
 
 @dataclass(slots=True)
@@ -227,6 +229,9 @@ class Connection(asyncio.Protocol):
         return None
 
     async def _forward(self, request: _Request, rid: str) -> Reply:
+        path = request.url.partition(b"?")[0].decode("latin-1")
+        if self._hot.hidden and path.startswith(self._hot.hidden):
+            return error_reply(path, _not_here(path), rid)
         headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
         headers["x-amzn-RequestId"] = rid
         method = "GET" if request.method == b"HEAD" else request.method.decode("latin-1")
@@ -267,6 +272,12 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def _not_here(path: str) -> GatewayError:
+    error = GatewayError(f"No route for {path} on this port.")
+    error.status, error.error_type = 404, "UnknownOperationException"
+    return error
 
 
 def _is_invocation(path: str) -> bool:

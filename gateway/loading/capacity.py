@@ -110,11 +110,19 @@ class Capacity:
             free = self._free(snapshot, kind)
             if need <= free:
                 return snapshot
-            victims = self._policy.choose_victims(self._residents(kind), need - free)
+            residents = self._residents(kind)
+            evictable = sum(r.size for r in residents if not r.pinned)
+            # Evicting cannot help a model that would not fit even then: answer at once and
+            # keep serving what is loaded.
+            victims = (
+                []
+                if free + evictable < need
+                else self._policy.choose_victims(residents, need - free)
+            )
             if not victims:
                 raise InsufficientMemory(
                     f"Model '{entry.ref.name}' needs about {_mib(need)} of {kind} memory; "
-                    f"{_mib(max(free, 0))} is free and no idle model is left to unload."
+                    f"{_mib(max(free, 0))} is free and idle models hold {_mib(evictable)}."
                 )
             log.info("evicting %s to make room for %s", ", ".join(victims), entry.ref.name)
             self._metrics.evictions.labels(tier="memory").inc(len(victims))

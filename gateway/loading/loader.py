@@ -69,6 +69,9 @@ class Loader:
         self._gpu_available = gpu_available
         self._tasks: dict[str, asyncio.Task[ModelEntry]] = {}
 
+    def loading(self) -> list[str]:
+        return list(self._tasks)
+
     def is_loading(self, triton_name: str) -> bool:
         return triton_name in self._tasks
 

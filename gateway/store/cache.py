@@ -23,6 +23,7 @@ from gateway.errors import InsufficientMemory
 from gateway.resolve import ModelRef
 from gateway.store.archive import normalize_layout
 from gateway.store.base import Fetched, ModelStore
+from gateway.store.local import LocalModelStore
 
 log = logging.getLogger(__name__)
 INCOMING = ".incoming"
@@ -99,7 +100,7 @@ class DiskCache:
         temp = self.repository / INCOMING / f"{ref.triton_name}-{uuid.uuid4().hex[:8]}"
         await asyncio.to_thread(temp.mkdir, parents=True)
         try:
-            fetched = await self.store.fetch(ref.candidates, temp, self.max_model_bytes)
+            fetched = await self._store_for(ref).fetch(ref.candidates, temp, self.max_model_bytes)
             await self._admit(ref, fetched.bytes)
             await asyncio.to_thread(self._finish, temp, final, prepare)
         except OSError as exc:
@@ -110,6 +111,12 @@ class DiskCache:
             await asyncio.to_thread(shutil.rmtree, temp, True)
         self._sizes[ref.triton_name] = fetched.bytes
         return Materialized(final, False, fetched.bytes, fetched)
+
+    def _store_for(self, ref: ModelRef) -> ModelStore:
+        """The model store, or the folder a management call named (SageMaker's contract)."""
+        if not ref.source:
+            return self.store
+        return LocalModelStore(Path(ref.source).parent)
 
     async def _admit(self, ref: ModelRef, size: int) -> None:
         """Delete least recently used idle models until ``size`` more bytes fit the budget."""

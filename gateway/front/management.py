@@ -1,0 +1,99 @@
+"""Routes of the SageMaker multi-model container contract (/models) and /admin/models.
+
+Bodies follow the contract exactly: ``{"modelName", "modelUrl"}`` entries, ``models`` and
+``nextPageToken`` for lists, empty bodies for load and unload.
+"""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from gateway.errors import ValidationError
+from gateway.front.middleware import to_response
+from gateway.front.sagemaker import Invoker
+from gateway.keys import LOADER, MANAGEMENT, REGISTRY, SERVICE, SETTINGS
+from gateway.resolve import ModelRef
+
+_JSON = "application/json"
+
+
+def _json(document: object) -> web.Response:
+    return web.Response(body=orjson.dumps(document), content_type=_JSON)
+
+
+def _page_size(request: web.Request) -> int | None:
+    raw = request.query.get("max_results")
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) < 1:
+        raise ValidationError("max_results must be a positive integer.")
+    return int(raw)
+
+
+async def load(request: web.Request) -> web.Response:
+    try:
+        document = orjson.loads(await request.read())
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(f"The body is not JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise ValidationError('The body must be {"model_name": ..., "url": ...}.')
+    name, url = document.get("model_name"), document.get("url")
+    if not isinstance(name, str) or not isinstance(url, str):
+        raise ValidationError("model_name and url must be strings.")
+    await request.app[MANAGEMENT].load(name, url)
+    return web.Response(status=200)
+
+
+async def list_models(request: web.Request) -> web.Response:
+    token = request.query.get("next_page_token")
+    models, following = request.app[MANAGEMENT].page(token, _page_size(request))
+    document: dict[str, object] = {"models": [m.describe() for m in models]}
+    if following is not None:
+        document["nextPageToken"] = following
+    return _json(document)
+
+
+async def describe(request: web.Request) -> web.Response:
+    return _json(request.app[MANAGEMENT].loaded(request.match_info["name"]).describe())
+
+
+async def unload(request: web.Request) -> web.Response:
+    await request.app[MANAGEMENT].unload(request.match_info["name"])
+    return web.Response(status=200)
+
+
+async def invoke(request: web.Request) -> web.Response:
+    named = request.app[MANAGEMENT].loaded(request.match_info["name"])
+    ref: ModelRef = named.ref
+    settings = request.app[SETTINGS]
+    headers = {k.lower(): v for k, v in request.headers.items()}
+    deadline = request.loop.time() + settings.model_ready_timeout
+    invoker = Invoker(settings, request.app[SERVICE])
+    rid = request.headers.get("x-amzn-RequestId", "")
+    return to_response(await invoker.invoke_ref(ref, headers, await request.read(), rid, deadline))
+
+
+async def admin_models(request: web.Request) -> web.Response:
+    """Every model the gateway knows of, with its state, sizes and timings (paged)."""
+    entries = sorted(request.app[REGISTRY].entries(), key=lambda e: e.ref.name)
+    loading = set(request.app[LOADER].loading())
+    start = int(request.query.get("page_token", "0") or 0)
+    size = _page_size(request) or 100
+    chosen = entries[start : start + size]
+    document: dict[str, object] = {
+        "models": [{**e.describe(), "loading": e.ref.triton_name in loading} for e in chosen]
+    }
+    if start + size < len(entries):
+        document["nextPageToken"] = str(start + size)
+    return _json(document)
+
+
+def add_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/models", load)
+    r.add_get("/models", list_models)
+    r.add_get("/models/{name}", describe)
+    r.add_delete("/models/{name}", unload)
+    r.add_post("/models/{name}/invoke", invoke)
+    r.add_get("/admin/models", admin_models)

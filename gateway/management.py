@@ -1,0 +1,128 @@
+"""The SageMaker multi-model container contract: load, list, describe, unload, invoke by name.
+
+SageMaker (or an operator) names a model and where it is: a local folder holding
+``config.pbtxt`` and version folders (``/opt/ml/models/<hash>/model``), or a path or
+``s3://`` URL inside the model store. Loading goes through the same loader, memory check
+and eviction as on-demand requests; answers follow the contract (409 already loaded,
+404 not loaded, 507 out of memory).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import GatewayError, ValidationError
+from gateway.loading.capacity import Capacity
+from gateway.loading.loader import Loader
+from gateway.loading.registry import ModelState, Registry
+from gateway.resolve import ModelRef, resolve_target, triton_name_for
+from gateway.settings import Settings
+from gateway.store.cache import DiskCache
+
+MAX_PAGE = 1000
+
+
+class NotLoaded(GatewayError):
+    status = 404
+    error_type = "ModelNotFound"
+
+
+class AlreadyLoaded(GatewayError):
+    status = 409
+    error_type = "ModelAlreadyLoaded"
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    name: str
+    url: str
+    ref: ModelRef
+
+    def describe(self) -> dict[str, str]:
+        return {"modelName": self.name, "modelUrl": self.url}
+
+
+class Management:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        loader: Loader,
+        capacity: Capacity,
+        cache: DiskCache,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._loader = loader
+        self._capacity = capacity
+        self._cache = cache
+        self._named: dict[str, Named] = {}
+
+    def ref_for(self, name: str, url: str) -> ModelRef:
+        """Where the model comes from: a local folder or archive, or a key in the model store."""
+        triton_name = triton_name_for("models:" + name)
+        store = self._settings.model_store
+        if url.startswith("s3://"):
+            if not url.startswith(store.rstrip("/") + "/"):
+                raise ValidationError(f"url '{url}' is not inside the model store {store}.")
+            url = url[len(store.rstrip("/")) + 1 :]
+        if url.startswith("/"):
+            return ModelRef(
+                name=name, candidates=(Path(url).name,), triton_name=triton_name, source=url
+            )
+        ref = resolve_target(url)
+        return ModelRef(name=name, candidates=ref.candidates, triton_name=triton_name)
+
+    def loaded(self, name: str) -> Named:
+        named = self._named.get(name)
+        entry = self._registry.get(named.ref.triton_name) if named else None
+        if named is None or entry is None or entry.state is not ModelState.READY:
+            raise NotLoaded(f"Model '{name}' is not loaded.")
+        return named
+
+    async def load(self, name: str, url: str) -> Named:
+        if not name or not url:
+            raise ValidationError("model_name and url are required.")
+        current = self._named.get(name)
+        if current is not None and self._registry.get(current.ref.triton_name) is not None:
+            raise AlreadyLoaded(f"Model '{name}' is already loaded.")
+        named = Named(name, url, self.ref_for(name, url))
+        self._named[name] = named
+        try:
+            await self._loader.ensure_loaded(named.ref, deadline=float("inf"))
+        except BaseException:
+            self._named.pop(name, None)
+            raise
+        return named
+
+    def page(self, token: str | None, size: int | None) -> tuple[list[Named], str | None]:
+        """Loaded models in name order, ``size`` at a time; the token is the last name, opaque."""
+        names = sorted(
+            n for n, m in self._named.items() if self._registry.get(m.ref.triton_name) is not None
+        )
+        after = _decode(token) if token else None
+        if after is not None:
+            names = [n for n in names if n > after]
+        size = min(size or MAX_PAGE, MAX_PAGE)
+        chosen = names[:size]
+        more = len(names) > size
+        return [self._named[n] for n in chosen], _encode(chosen[-1]) if more else None
+
+    async def unload(self, name: str) -> None:
+        named = self.loaded(name)
+        await self._capacity.unload(named.ref.triton_name)
+        await self._cache.remove(named.ref)
+        self._named.pop(name, None)
+
+
+def _encode(name: str) -> str:
+    return base64.urlsafe_b64encode(name.encode()).decode()
+
+
+def _decode(token: str) -> str:
+    try:
+        return base64.urlsafe_b64decode(token.encode()).decode()
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValidationError("next_page_token is not valid.") from exc

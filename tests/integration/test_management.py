@@ -1,0 +1,162 @@
+"""The SageMaker multi-model container contract on a real gateway and Triton:
+preload, list, describe, invoke, delete; plus /admin/models and a separate admin port."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gateway.store.archive import package_model
+from tests.servers import EXAMPLES, Gateway, free_port
+
+BODY = json.dumps(
+    {"inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
+).encode()
+
+
+def _call(url: str, method: str = "GET", body: bytes | None = None, headers=None):
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers, exc.read()
+
+
+def _load(base: str, name: str, url: str):
+    return _call(base + "/models", "POST", json.dumps({"model_name": name, "url": url}).encode())
+
+
+@pytest.fixture
+def setup(tmp_path: Path):
+    store = tmp_path / "store"
+    store.mkdir()
+    package_model(EXAMPLES / "add_one", store / "add_one.tar.gz")
+    sagemaker_dir = tmp_path / "opt" / "ml" / "models" / "0123abcd" / "model"
+    shutil.copytree(EXAMPLES / "add_one", sagemaker_dir)
+    huge = tmp_path / "huge"
+    shutil.copytree(EXAMPLES / "add_one", huge)
+    with (huge / "1" / "weights.bin").open("wb") as weights:
+        weights.truncate(300 * 2**20)
+    return store, sagemaker_dir, huge
+
+
+def test_management_preload_list_invoke_delete_cycle(tmp_path, setup):
+    store, sagemaker_dir, huge = setup
+    gateway = Gateway(
+        store=str(store),
+        cache_dir=tmp_path / "cache",
+        args=["--memory-budget", "200MiB", "--memory-headroom", "0"],
+    ).start()
+    base = gateway.url
+    try:
+        assert _load(base, "first", str(sagemaker_dir))[:1] == (200,)
+        assert _load(base, "second", "add_one.tar.gz")[0] == 200
+        status, _, body = _load(base, "first", str(sagemaker_dir))
+        assert status == 409 and json.loads(body)["message"]
+
+        status, _, body = _call(base + "/models")
+        assert status == 200
+        assert json.loads(body) == {
+            "models": [
+                {"modelName": "first", "modelUrl": str(sagemaker_dir)},
+                {"modelName": "second", "modelUrl": "add_one.tar.gz"},
+            ]
+        }
+        status, _, body = _call(base + "/models?max_results=1")
+        page = json.loads(body)
+        assert [m["modelName"] for m in page["models"]] == ["first"]
+        status, _, body = _call(
+            base + "/models?max_results=1&next_page_token=" + page["nextPageToken"]
+        )
+        assert json.loads(body) == {
+            "models": [{"modelName": "second", "modelUrl": "add_one.tar.gz"}]
+        }
+
+        status, _, body = _call(base + "/models/first")
+        assert (status, json.loads(body)) == (
+            200,
+            {"modelName": "first", "modelUrl": str(sagemaker_dir)},
+        )
+
+        status, _, body = _call(
+            base + "/models/first/invoke", "POST", BODY, {"Content-Type": "application/json"}
+        )
+        assert status == 200 and json.loads(body)["outputs"][0]["data"] == [2.0, 3.0]
+        _invoke_binary(base + "/models/second/invoke")
+
+        status, _, body = _call(base + "/admin/models")
+        states = {m["name"]: m["state"] for m in json.loads(body)["models"]}
+        assert states == {"first": "ready", "second": "ready"}
+
+        assert _call(base + "/models/first", "DELETE")[0] == 200
+        assert _call(base + "/models/first")[0] == 404
+        assert _call(base + "/models/first/invoke", "POST", BODY)[0] == 404
+        assert _call(base + "/models/first", "DELETE")[0] == 404
+        assert [m["modelName"] for m in json.loads(_call(base + "/models")[2])["models"]] == [
+            "second"
+        ]
+
+        status, headers, body = _load(base, "huge", str(huge))
+        assert status == 507 and headers["x-amzn-ErrorType"] == "InsufficientMemory"
+        assert _call(base + "/models/huge")[0] == 404
+        json_type = {"Content-Type": "application/json"}
+        assert _call(base + "/models/second/invoke", "POST", BODY, json_type)[0] == 200
+    finally:
+        gateway.stop()
+
+
+def _invoke_binary(url: str) -> None:
+    values = np.array([[1.0, 2.0]], dtype=np.float32)
+    header = json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "INPUT0",
+                    "shape": [1, 2],
+                    "datatype": "FP32",
+                    "parameters": {"binary_data_size": 8},
+                }
+            ],
+            "outputs": [{"name": "OUTPUT0", "parameters": {"binary_data": True}}],
+        }
+    ).encode()
+    content_type = f"application/vnd.sagemaker-triton.binary+json;json-header-size={len(header)}"
+    status, headers, body = _call(
+        url, "POST", header + values.tobytes(), {"Content-Type": content_type}
+    )
+    assert status == 200
+    size = int(headers["Content-Type"].rsplit("=", 1)[1])
+    np.testing.assert_array_equal(np.frombuffer(body[size:], dtype=np.float32), [2.0, 3.0])
+
+
+def test_management_routes_on_a_separate_admin_port(tmp_path, setup):
+    store, sagemaker_dir, _ = setup
+    admin_port = free_port()
+    gateway = Gateway(
+        store=str(store), cache_dir=tmp_path / "cache", args=["--admin-port", str(admin_port)]
+    ).start()
+    admin = f"http://127.0.0.1:{admin_port}"
+    try:
+        assert _call(gateway.url + "/models")[0] == 404
+        assert _load(gateway.url, "m", str(sagemaker_dir))[0] == 404
+        assert _load(admin, "m", str(sagemaker_dir))[0] == 200
+        assert json.loads(_call(admin + "/models")[2])["models"][0]["modelName"] == "m"
+    finally:
+        gateway.stop()
+
+
+def test_management_routes_can_be_turned_off(tmp_path, setup):
+    store, sagemaker_dir, _ = setup
+    gateway = Gateway(store=str(store), cache_dir=tmp_path / "cache", args=["--no-admin"]).start()
+    try:
+        assert _load(gateway.url, "m", str(sagemaker_dir))[0] in (404, 405)
+        assert _call(gateway.url + "/admin/models")[0] == 404
+    finally:
+        gateway.stop()
