@@ -36,6 +36,7 @@ from gateway.keys import (
     TRITON_METRICS,
     UPSTREAM,
 )
+from gateway.loading.autoscale import Autoscaler
 from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import make_policy
 from gateway.loading.loader import Loader
@@ -167,7 +168,11 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[SERVICE] = InferenceService(registry, loader, app[UPSTREAM], app[METRICS])
     app[MANAGEMENT] = Management(app[SETTINGS], registry, loader, capacity, app[CACHE])
+    autoscaler = Autoscaler(app[SETTINGS], registry, app[CONTROL], capacity)
+    if app[SETTINGS].autoscale:
+        autoscaler.start()
     yield
+    await autoscaler.stop()
     await loader.close()
 
 

@@ -95,6 +95,18 @@ class Settings:
     cpu_fallback_on_oom: bool = False
     """Serve a model on CPU instances when the GPU is full, if its config allows it
     (parameters { key: "cpu_fallback" value: { string_value: "true" } })."""
+    autoscale: bool = True
+    """Scale each model's Triton instances between its minimum and maximum with its load."""
+    min_instances: int = 1
+    """Default minimum instances per model (config parameter mme_min_instances overrides)."""
+    max_instances: int = 1
+    """Default maximum instances per model (config parameter mme_max_instances overrides)."""
+    max_idle_time: float = 600.0
+    """Seconds without requests after which a model is scaled down to its minimum."""
+    instance_budget: int = 64
+    """Most instances that scaling may bring up across all models together."""
+    autoscale_interval: float = 1.0
+    """Seconds between scaling decisions (load is sampled ten times in between)."""
     upstream_connections: int = 64
     """Most keep-alive connections kept open to Triton's HTTP endpoint."""
     admin: bool = True

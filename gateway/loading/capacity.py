@@ -75,9 +75,13 @@ class Capacity:
         return max(int(entry.disk_bytes * ESTIMATE_FACTOR), self._settings.min_model_memory)
 
     @asynccontextmanager
-    async def room_for(self, entry: ModelEntry, kind: str) -> AsyncIterator[Measure]:
-        """Reserve the model's estimated need on ``kind``, evicting first; yields a measure()."""
-        need = self.estimate(entry)
+    async def room_for(
+        self, entry: ModelEntry, kind: str, extra: int | None = None
+    ) -> AsyncIterator[Measure]:
+        """Reserve the model's estimated need on ``kind`` (or ``extra`` bytes more for a model
+        that is growing), evicting first; yields a measure() to call once it is loaded."""
+        need = self.estimate(entry) if extra is None else extra
+        base = 0 if extra is None else self.footprints.get(entry.ref.triton_name, 0)
         async with self._locks[kind]:
             before = await self._make_room(entry, kind, need)
             self._reserved[kind] += need
@@ -89,7 +93,7 @@ class Capacity:
             if alone and self._loads[kind] == 1:
                 after = await self.monitors[kind].snapshot()
                 used = max(after.used - before.used, self._settings.min_model_memory // 4)
-                self.footprints[entry.ref.triton_name] = used
+                self.footprints[entry.ref.triton_name] = base + used
             entry.memory_bytes = self.estimate(entry)
             entry.memory_kind = kind
 
@@ -98,6 +102,12 @@ class Capacity:
         finally:
             self._reserved[kind] -= need
             self._loads[kind] -= 1
+
+    def scaled(self, entry: ModelEntry, old: int, new: int) -> None:
+        """Fewer instances hold proportionally less (the next readings correct it)."""
+        name = entry.ref.triton_name
+        self.footprints[name] = self.estimate(entry) * new // max(old, 1)
+        entry.memory_bytes = self.footprints[name]
 
     def raise_estimate(self, entry: ModelEntry) -> None:
         """Triton ran out of memory anyway: the estimate was too low; ask for twice as much."""
@@ -146,7 +156,7 @@ class Capacity:
                 name=e.ref.triton_name,
                 size=e.memory_bytes or self.estimate(e),
                 load_cost=e.load_seconds,
-                pinned=e.pins > 0,
+                pinned=e.pins > 0 or e.scaling,
             )
             for e in self._registry.entries()
             if e.state is ModelState.READY and e.memory_kind == kind

@@ -27,6 +27,7 @@ from gateway.errors import (
     ModelNotReady,
     ServiceUnavailable,
 )
+from gateway.loading.autoscale import limits
 from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import EvictionPolicy
 from gateway.loading.registry import ModelEntry, ModelState, Registry, TensorSpec
@@ -153,8 +154,11 @@ class Loader:
             if not allows_cpu_fallback(config):
                 raise
             log.warning("GPU full: serving %s on CPU instances", ref.name)
-            override = json_format.MessageToJson(to_cpu(config))
-            await self._load_within_memory(entry, "host", override)
+            config = to_cpu(config)
+            await self._load_within_memory(
+                entry, "host", json_format.MessageToJson(config, preserving_proto_field_name=True)
+            )
+        self._instances(entry, config)
         await self._describe(entry, config)
 
     async def _load_within_memory(self, entry: ModelEntry, kind: str, config: str | None) -> None:
@@ -176,6 +180,17 @@ class Loader:
                 self._metrics.loading.observe(time.perf_counter() - started)
                 await measure()
                 return
+
+    def _instances(self, entry: ModelEntry, config: model_config_pb2.ModelConfig) -> None:
+        """What autoscaling starts from: the count Triton loaded, the limits, the batch."""
+        groups = config.instance_group
+        entry.instances = max(groups[0].count, 1) if groups else 1
+        entry.min_instances, entry.max_instances = limits(config, self._settings)
+        dynamic = config.HasField("dynamic_batching")
+        entry.batch = max(config.max_batch_size, 1) if dynamic else 1
+        entry.config_json = json_format.MessageToJson(config, preserving_proto_field_name=True)
+        if not self._settings.autoscale:
+            entry.max_instances = entry.instances
 
     async def _describe(self, entry: ModelEntry, config: model_config_pb2.ModelConfig) -> None:
         """Tensor specs from the config on disk; from Triton only when it completed the config

@@ -47,6 +47,16 @@ class ModelEntry:
     memory_bytes: int = 0
     """Measured (or estimated) memory the loaded model holds."""
     load_seconds: float = 0.0
+    instances: int = 1
+    """Triton instances serving the model now (its first instance group's count)."""
+    min_instances: int = 1
+    max_instances: int = 1
+    batch: int = 1
+    """Requests one instance takes at once: max_batch_size with dynamic batching, else 1."""
+    config_json: str = ""
+    """The config Triton loaded (JSON), the base of instance-count overrides."""
+    scaling: bool = False
+    """A scale event is reloading it: not evictable meanwhile."""
     error: str | None = None
 
     def describe(self) -> dict[str, Any]:
@@ -60,6 +70,7 @@ class ModelEntry:
             "memoryKind": self.memory_kind,
             "memoryBytes": self.memory_bytes,
             "loadSeconds": round(self.load_seconds, 3),
+            "instances": self.instances,
             "error": self.error,
         }
 

@@ -1,0 +1,146 @@
+"""Per-model instance autoscaling: more Triton instances for a busy model, fewer when idle.
+
+Each loaded model has a minimum and maximum instance count (flags, or the config parameters
+``mme_min_instances`` / ``mme_max_instances``). The requests in flight for a model are
+sampled ten times per decision interval; when on average more are waiting than twice what
+its instances take at once (``max_batch_size`` with dynamic batching, else 1), the count
+doubles, within its maximum and the global instance budget. After ``--max-idle-time``
+without requests it returns to its minimum. A change is a ``load_model`` with a config
+override: Triton brings up the new instances while the old ones keep serving, so no
+request fails. Growth counts against memory like any load.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from contextlib import suppress
+from dataclasses import dataclass
+
+import orjson
+from tritonclient.grpc import model_config_pb2
+
+from gateway.errors import GatewayError
+from gateway.loading.capacity import Capacity
+from gateway.loading.registry import ModelEntry, ModelState, Registry
+from gateway.settings import Settings
+from gateway.triton.client import TritonControl
+
+log = logging.getLogger(__name__)
+SAMPLES_PER_DECISION = 10
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    instances: int
+    minimum: int
+    maximum: int
+    batch: int
+    waiting: float
+    """Average requests in flight over the last interval."""
+    idle_for: float
+
+
+def decide(load: Load, max_idle_time: float, budget_left: int) -> int:
+    """The instance count a model should have now (pure: the policy, without I/O)."""
+    if load.waiting > 2 * load.batch * load.instances and load.instances < load.maximum:
+        return min(load.maximum, load.instances * 2, load.instances + max(budget_left, 0))
+    if load.idle_for >= max_idle_time and load.instances > load.minimum:
+        return load.minimum
+    return load.instances
+
+
+def limits(config: model_config_pb2.ModelConfig, settings: Settings) -> tuple[int, int]:
+    def parameter(key: str, default: int) -> int:
+        value = config.parameters.get(key)
+        text = value.string_value.strip() if value is not None else ""
+        return int(text) if text.isdigit() else default
+
+    minimum = max(1, parameter("mme_min_instances", settings.min_instances))
+    return minimum, max(minimum, parameter("mme_max_instances", settings.max_instances))
+
+
+def with_instances(config_json: str, count: int) -> str:
+    """The config with its first instance group at ``count`` instances."""
+    document = orjson.loads(config_json)
+    groups = document.get("instance_group") or [{"kind": "KIND_CPU"}]
+    groups[0]["count"] = count
+    document["instance_group"] = groups
+    return orjson.dumps(document).decode()
+
+
+class Autoscaler:
+    def __init__(
+        self, settings: Settings, registry: Registry, control: TritonControl, capacity: Capacity
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._control = control
+        self._capacity = capacity
+        self._sums: dict[str, float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="autoscaler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        pause = self._settings.autoscale_interval / SAMPLES_PER_DECISION
+        while True:
+            for _ in range(SAMPLES_PER_DECISION):
+                await asyncio.sleep(pause)
+                for entry in self._registry.loaded():
+                    name = entry.ref.triton_name
+                    self._sums[name] = self._sums.get(name, 0.0) + entry.pins
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("autoscaling failed")  # the next interval tries again
+
+    async def tick(self) -> None:
+        sums, self._sums = self._sums, {}
+        now = time.monotonic()
+        used = sum(e.instances for e in self._registry.loaded())
+        for entry in self._registry.loaded():
+            load = Load(
+                instances=entry.instances,
+                minimum=entry.min_instances,
+                maximum=entry.max_instances,
+                batch=entry.batch,
+                waiting=sums.get(entry.ref.triton_name, 0.0) / SAMPLES_PER_DECISION,
+                idle_for=now - entry.last_used,
+            )
+            budget_left = self._settings.instance_budget - used
+            target = decide(load, self._settings.max_idle_time, budget_left)
+            if target != entry.instances:
+                used += target - entry.instances
+                await self.scale(entry, target)
+
+    async def scale(self, entry: ModelEntry, target: int) -> None:
+        old, name = entry.instances, entry.ref.triton_name
+        override = with_instances(entry.config_json, target)
+        entry.scaling = True
+        try:
+            if target > old:
+                extra = self._capacity.estimate(entry) * (target - old) // max(old, 1)
+                async with self._capacity.room_for(entry, entry.memory_kind, extra) as measure:
+                    await self._control.load(name, override)
+                    await measure()
+            else:
+                await self._control.load(name, override)
+                self._capacity.scaled(entry, old, target)
+        except GatewayError as exc:
+            log.warning("scaling %s from %d to %d instances failed: %s", name, old, target, exc)
+            return
+        finally:
+            entry.scaling = False
+        if entry.state is ModelState.READY:
+            entry.instances = target
+            entry.config_json = override
+            log.info("scaled %s from %d to %d instances", entry.ref.name, old, target)
