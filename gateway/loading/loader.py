@@ -123,11 +123,14 @@ class Loader:
         entry.state = ModelState.READY
         self._policy.record_load(ref.triton_name, entry.memory_bytes, entry.load_seconds)
         log.info(
-            "model %s ready in %.3f s (%s memory %d MiB)",
+            "model %s ready in %.3f s (fetch %.3f s, %s; %s memory %d MiB, %d instance(s))",
             ref.name,
             entry.load_seconds,
+            entry.fetch_seconds,
+            f"{entry.disk_bytes} bytes on disk",
             entry.memory_kind,
             entry.memory_bytes >> 20,
+            entry.instances,
         )
         return entry
 
@@ -141,7 +144,8 @@ class Loader:
         started = time.perf_counter()
         materialized = await self._cache.materialize(ref, prepare)
         if not materialized.hit:
-            self._metrics.downloading.observe(time.perf_counter() - started)
+            entry.fetch_seconds = time.perf_counter() - started
+            self._metrics.downloading.observe(entry.fetch_seconds)
         entry.disk_bytes = materialized.bytes
         config = await asyncio.to_thread(read_config, materialized.path)
         entry.state = ModelState.LOADING

@@ -47,6 +47,8 @@ class ModelEntry:
     memory_bytes: int = 0
     """Measured (or estimated) memory the loaded model holds."""
     load_seconds: float = 0.0
+    fetch_seconds: float = 0.0
+    """Download and unpacking time of the last load (0 when it was on disk)."""
     instances: int = 1
     """Triton instances serving the model now (its first instance group's count)."""
     min_instances: int = 1

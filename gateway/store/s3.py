@@ -8,10 +8,11 @@ extract) rather than their sum.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import boto3
 from botocore.config import Config
@@ -22,6 +23,34 @@ from gateway.store.archive import extract_tar
 from gateway.store.base import Fetched, is_archive
 
 _MISSING = {"NoSuchKey", "404", "NotFound"}
+PROGRESS_MIN_BYTES = 64 * 1024 * 1024
+PROGRESS_STEP = 0.1
+log = logging.getLogger(__name__)
+
+
+class Progress:
+    """A download stream that logs how far it got, every 10 %, for archives worth watching."""
+
+    def __init__(self, stream: Any, total: int, url: str) -> None:
+        self._stream = stream
+        self._total = total
+        self._url = url
+        self._done = 0
+        self._next = PROGRESS_STEP if total >= PROGRESS_MIN_BYTES else 2.0
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self._stream.read(size)
+        self._done += len(data)
+        if self._total and self._done / self._total >= self._next:
+            log.info(
+                "downloading %s: %d of %d bytes (%.0f%%)",
+                self._url,
+                self._done,
+                self._total,
+                100 * self._done / self._total,
+            )
+            self._next += PROGRESS_STEP
+        return data
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -70,8 +99,10 @@ class S3ModelStore:
                     response = self._client.get_object(Bucket=self.bucket, Key=self.prefix + key)
             except ModelNotFound:
                 continue
+            size = int(response.get("ContentLength") or 0)
             with map_s3_errors(url), response["Body"] as body:
-                written = extract_tar(body, dest, max_bytes=max_bytes)
+                stream = cast(BinaryIO, Progress(body, size, url))  # tarfile only calls read()
+                written = extract_tar(stream, dest, max_bytes=max_bytes)
             return Fetched(key=key, url=url, bytes=written)
         if not any(is_archive(key) for key in candidates):
             raise ValidationError(

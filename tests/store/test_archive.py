@@ -490,3 +490,33 @@ def test_package_model_creates_output_folder(tmp_path: Path) -> None:
 def test_copy_model_dir_missing_source_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="is not a model folder"):
         copy_model_dir(tmp_path / "absent", tmp_path / "copy", max_bytes=BIG)
+
+
+def test_s3_progress_logs_every_tenth_of_a_large_download(caplog):
+    import io
+    import logging
+    import re
+
+    from gateway.store.s3 import PROGRESS_MIN_BYTES, Progress
+
+    total = PROGRESS_MIN_BYTES
+    stream = Progress(io.BytesIO(b"x" * total), total, "s3://b/m.tar.gz")
+    with caplog.at_level(logging.INFO, logger="gateway.store.s3"):
+        while stream.read(total // 64):  # small reads, as tarfile makes them
+            pass
+    percents = [int(re.search(r"\((\d+)%\)", r.getMessage()).group(1)) for r in caplog.records]
+    # one line per tenth, each at the first read past it (a read is 1.6 % of the archive)
+    assert len(percents) == 10
+    assert all(10 * i <= p <= 10 * i + 2 for i, p in enumerate(percents, start=1))
+
+
+def test_s3_progress_is_quiet_for_small_downloads(caplog):
+    import io
+    import logging
+
+    from gateway.store.s3 import Progress
+
+    stream = Progress(io.BytesIO(b"x" * 1000), 1000, "s3://b/m.tar.gz")
+    with caplog.at_level(logging.INFO, logger="gateway.store.s3"):
+        assert len(stream.read()) == 1000
+    assert caplog.records == []
