@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.errors import ValidationError
 from gateway.front.middleware import to_response
 from gateway.front.sagemaker import Invoker
-from gateway.keys import LOADER, MANAGEMENT, REGISTRY, SERVICE, SETTINGS
+from gateway.keys import CACHE, LOADER, MANAGEMENT, REGISTRY, SERVICE, SETTINGS
 from gateway.resolve import ModelRef
 
 _JSON = "application/json"
@@ -76,15 +76,23 @@ async def invoke(request: web.Request) -> web.Response:
 
 async def admin_models(request: web.Request) -> web.Response:
     """Every model the gateway knows of, with its state, sizes and timings (paged)."""
-    entries = sorted(request.app[REGISTRY].entries(), key=lambda e: e.ref.name)
     loading = set(request.app[LOADER].loading())
-    start = int(request.query.get("page_token", "0") or 0)
-    size = _page_size(request) or 100
-    chosen = entries[start : start + size]
-    document: dict[str, object] = {
-        "models": [{**e.describe(), "loading": e.ref.triton_name in loading} for e in chosen]
+    known = {
+        e.ref.triton_name: {**e.describe(), "loading": e.ref.triton_name in loading}
+        for e in request.app[REGISTRY].entries()
     }
-    if start + size < len(entries):
+    for triton_name, size in request.app[CACHE].on_disk().items():
+        if triton_name in known:
+            known[triton_name]["diskBytes"] = size
+        else:  # unloaded, kept on disk for a fast reload
+            known[triton_name] = {"tritonName": triton_name, "state": "on disk", "diskBytes": size}
+    rows = sorted(known.values(), key=lambda row: str(row.get("name", row["tritonName"])))
+    raw = request.query.get("page_token", "0") or "0"
+    if not raw.isdigit():
+        raise ValidationError("page_token is not valid.")
+    start, size = int(raw), _page_size(request) or 100
+    document: dict[str, object] = {"models": rows[start : start + size]}
+    if start + size < len(rows):
         document["nextPageToken"] = str(start + size)
     return _json(document)
 

@@ -73,6 +73,7 @@ class ModelEntry:
             "memoryBytes": self.memory_bytes,
             "loadSeconds": round(self.load_seconds, 3),
             "instances": self.instances,
+            "idleSeconds": round(time.monotonic() - self.last_used, 3),
             "error": self.error,
         }
 

@@ -77,6 +77,10 @@ class DiskCache:
     def used(self) -> int:
         return sum(self._sizes.values())
 
+    def on_disk(self) -> dict[str, int]:
+        """Triton name -> bytes of every model folder in the cache, least recently used first."""
+        return dict(self._sizes)
+
     def path_of(self, ref: ModelRef) -> Path:
         return self.repository / ref.triton_name
 

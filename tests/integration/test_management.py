@@ -95,6 +95,7 @@ def test_management_preload_list_invoke_delete_cycle(tmp_path, setup):
         states = {m["name"]: m["state"] for m in json.loads(body)["models"]}
         assert states == {"first": "ready", "second": "ready"}
 
+        second_triton = json.loads(body)["models"][1]["tritonName"]
         assert _call(base + "/models/first", "DELETE")[0] == 200
         assert _call(base + "/models/first")[0] == 404
         assert _call(base + "/models/first/invoke", "POST", BODY)[0] == 404
@@ -108,6 +109,11 @@ def test_management_preload_list_invoke_delete_cycle(tmp_path, setup):
         assert _call(base + "/models/huge")[0] == 404
         json_type = {"Content-Type": "application/json"}
         assert _call(base + "/models/second/invoke", "POST", BODY, json_type)[0] == 200
+        assert _call(base + "/models/second", "DELETE")[0] == 200
+        rows = json.loads(_call(base + "/admin/models")[2])["models"]
+        assert second_triton not in {r["tritonName"] for r in rows}  # dropped from disk too
+        # huge was unpacked before memory said no: it stays on disk, unloaded
+        assert [r["state"] for r in rows] == ["on disk"] and rows[0]["diskBytes"] > 300 * 2**20
     finally:
         gateway.stop()
 
