@@ -38,3 +38,7 @@ bench: install
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR)
+
+.PHONY: bench-patterns
+bench-patterns: install
+	$(PY) bench/patterns.py
