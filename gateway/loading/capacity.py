@@ -60,6 +60,8 @@ class Capacity:
         self._metrics = metrics
         self._locks = {kind: asyncio.Lock() for kind in monitors}
         self._reserved = dict.fromkeys(monitors, 0)
+        self._pending = dict.fromkeys(monitors, 0)
+        """Bytes held by models being unloaded, promised to the loads that evicted them."""
         self._loads = dict.fromkeys(monitors, 0)
         self._unloads: dict[str, asyncio.Task[None]] = {}
         self.footprints: dict[str, int] = {}
@@ -79,18 +81,29 @@ class Capacity:
         self, entry: ModelEntry, kind: str, extra: int | None = None
     ) -> AsyncIterator[Measure]:
         """Reserve the model's estimated need on ``kind`` (or ``extra`` bytes more for a model
-        that is growing), evicting first; yields a measure() to call once it is loaded."""
+        that is growing), evicting first; yields a measure() to call once it is loaded.
+
+        Only the decision is made under the lock: the unloads it starts run outside it, so
+        concurrent loads evict in parallel instead of queueing behind each other's unloads.
+        """
         need = self.estimate(entry) if extra is None else extra
         base = 0 if extra is None else self.footprints.get(entry.ref.triton_name, 0)
         async with self._locks[kind]:
-            before = await self._make_room(entry, kind, need)
+            before, unloads, freed = await self._plan(entry, kind, need)
             self._reserved[kind] += need
+            self._pending[kind] += freed
             self._loads[kind] += 1
+        try:
+            if unloads:
+                await asyncio.gather(*(asyncio.shield(task) for task in unloads))
+                await self._await_release(self.monitors[kind], before.used - freed // 2)
+        finally:
+            self._pending[kind] -= freed
         alone = self._loads[kind] == 1
 
         async def measure() -> None:
             # Only a load that ran alone can be told apart in the readings.
-            if alone and self._loads[kind] == 1:
+            if alone and self._loads[kind] == 1 and not unloads:
                 after = await self.monitors[kind].snapshot()
                 used = max(after.used - before.used, self._settings.min_model_memory // 4)
                 self.footprints[entry.ref.triton_name] = base + used
@@ -113,40 +126,49 @@ class Capacity:
         """Triton ran out of memory anyway: the estimate was too low; ask for twice as much."""
         self.footprints[entry.ref.triton_name] = 2 * self.estimate(entry)
 
-    async def _make_room(self, entry: ModelEntry, kind: str, need: int) -> MemorySnapshot:
-        monitor = self.monitors[kind]
-        while True:
-            snapshot = await monitor.snapshot()
-            free = self._free(snapshot, kind)
-            if need <= free:
-                return snapshot
-            residents = self._residents(kind)
-            evictable = sum(r.size for r in residents if not r.pinned)
-            # Evicting cannot help a model that would not fit even then: answer at once and
-            # keep serving what is loaded.
-            victims = (
-                []
-                if free + evictable < need
-                else self._policy.choose_victims(residents, need - free)
+    async def _plan(
+        self, entry: ModelEntry, kind: str, need: int
+    ) -> tuple[MemorySnapshot, list[asyncio.Task[None]], int]:
+        """The reading, the victims to unload for ``need`` (already marked UNLOADING so no
+        request pins them and no other load picks them), and the bytes they hold."""
+        snapshot = await self.monitors[kind].snapshot()
+        free = self._free(snapshot, kind)
+        if need <= free:
+            return snapshot, [], 0
+        residents = self._residents(kind)
+        evictable = sum(r.size for r in residents if not r.pinned)
+        # Evicting cannot help a model that would not fit even then: answer at once and
+        # keep serving what is loaded.
+        victims = (
+            [] if free + evictable < need else self._policy.choose_victims(residents, need - free)
+        )
+        if not victims:
+            raise InsufficientMemory(
+                f"Model '{entry.ref.name}' needs about {_mib(need)} of {kind} memory; "
+                f"{_mib(max(free, 0))} is free and idle models hold {_mib(evictable)}."
             )
-            if not victims:
-                raise InsufficientMemory(
-                    f"Model '{entry.ref.name}' needs about {_mib(need)} of {kind} memory; "
-                    f"{_mib(max(free, 0))} is free and idle models hold {_mib(evictable)}."
-                )
-            log.info("evicting %s to make room for %s", ", ".join(victims), entry.ref.name)
-            self._metrics.evictions.labels(tier="memory").inc(len(victims))
-            await asyncio.gather(*(self.unload(name) for name in victims))
-            await self._await_release(monitor, kind, need)
+        log.info("evicting %s to make room for %s", ", ".join(victims), entry.ref.name)
+        self._metrics.evictions.labels(tier="memory").inc(len(victims))
+        sizes = {r.name: r.size for r in residents}
+        unloads = [self._start_unload(name) for name in victims]
+        return snapshot, unloads, sum(sizes[name] for name in victims)
 
     def _free(self, snapshot: MemorySnapshot, kind: str) -> int:
-        return snapshot.free - self._reserved[kind] - self._settings.memory_headroom
+        """Free memory as the reading says, plus what unloads under way will give back, less
+        what loads under way were promised."""
+        return (
+            snapshot.free
+            + self._pending[kind]
+            - self._reserved[kind]
+            - self._settings.memory_headroom
+        )
 
-    async def _await_release(self, monitor: MemoryMonitor, kind: str, need: int) -> None:
+    async def _await_release(self, monitor: MemoryMonitor, used_at_most: int) -> None:
+        """Triton returns from an unload before the memory is back: wait for the reading."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RELEASE_WAIT_S
         while loop.time() < deadline:
-            if self._free(await monitor.snapshot(), kind) >= need:
+            if (await monitor.snapshot()).used <= used_at_most:
                 return
             await asyncio.sleep(POLL_S)
 
@@ -164,6 +186,9 @@ class Capacity:
 
     async def unload(self, triton_name: str) -> None:
         """Unload one model and wait until Triton reports it UNAVAILABLE (single-flight)."""
+        await asyncio.shield(self._start_unload(triton_name))
+
+    def _start_unload(self, triton_name: str) -> asyncio.Task[None]:
         task = self._unloads.get(triton_name)
         if task is None:
             entry = self._registry.get(triton_name)
@@ -172,7 +197,7 @@ class Capacity:
             task = asyncio.create_task(self._unload(triton_name), name=f"unload:{triton_name}")
             self._unloads[triton_name] = task
             task.add_done_callback(lambda _: self._unloads.pop(triton_name, None))
-        await asyncio.shield(task)
+        return task
 
     async def _unload(self, triton_name: str) -> None:
         started = time.perf_counter()
