@@ -3,7 +3,8 @@
 Each loaded model has a minimum and maximum instance count (flags, or the config parameters
 ``mme_min_instances`` / ``mme_max_instances``). The requests in flight for a model are
 sampled ten times per decision interval; when on average more are waiting than twice what
-its instances take at once (``max_batch_size`` with dynamic batching, else 1), the count
+its instances take at once (``max_batch_size`` with dynamic batching, else 1), or when
+Triton's queue time per request grows past its compute time per request, the count
 doubles, within its maximum and the global instance budget. After ``--max-idle-time``
 without requests it returns to its minimum. A change is a ``load_model`` with a config
 override: Triton brings up the new instances while the old ones keep serving, so no
@@ -40,11 +41,14 @@ class Load:
     waiting: float
     """Average requests in flight over the last interval."""
     idle_for: float
+    queueing: bool = False
+    """Triton's queue time per request grew, and exceeds its compute time per request."""
 
 
 def decide(load: Load, max_idle_time: float, budget_left: int) -> int:
     """The instance count a model should have now (pure: the policy, without I/O)."""
-    if load.waiting > 2 * load.batch * load.instances and load.instances < load.maximum:
+    busy = load.waiting > 2 * load.batch * load.instances or load.queueing
+    if busy and load.instances < load.maximum:
         return min(load.maximum, load.instances * 2, load.instances + max(budget_left, 0))
     if load.idle_for >= max_idle_time and load.instances > load.minimum:
         return load.minimum
@@ -79,6 +83,8 @@ class Autoscaler:
         self._control = control
         self._capacity = capacity
         self._sums: dict[str, float] = {}
+        self._stats: dict[str, tuple[int, int, int]] = {}
+        self._queue_per_request: dict[str, float] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -103,8 +109,27 @@ class Autoscaler:
             except Exception:
                 log.exception("autoscaling failed")  # the next interval tries again
 
+    async def _queueing(self) -> set[str]:
+        """Models whose requests waited in Triton's queue longer than they computed, and
+        longer than in the interval before: more instances would take them sooner."""
+        stats = await self._control.queue_stats()
+        growing: set[str] = set()
+        for name, (count, queue_ns, compute_ns) in stats.items():
+            before = self._stats.get(name, (0, 0, 0))
+            requests = count - before[0]
+            if requests <= 0:
+                continue
+            queue = (queue_ns - before[1]) / requests
+            compute = (compute_ns - before[2]) / requests
+            if queue > compute and queue > self._queue_per_request.get(name, 0.0):
+                growing.add(name)
+            self._queue_per_request[name] = queue
+        self._stats = stats
+        return growing
+
     async def tick(self) -> None:
         sums, self._sums = self._sums, {}
+        queueing = await self._queueing()
         now = time.monotonic()
         used = sum(e.instances for e in self._registry.loaded())
         for entry in self._registry.loaded():
@@ -115,6 +140,7 @@ class Autoscaler:
                 batch=entry.batch,
                 waiting=sums.get(entry.ref.triton_name, 0.0) / SAMPLES_PER_DECISION,
                 idle_for=now - entry.last_used,
+                queueing=entry.ref.triton_name in queueing,
             )
             budget_left = self._settings.instance_budget - used
             target = decide(load, self._settings.max_idle_time, budget_left)

@@ -48,6 +48,20 @@ class TritonControl:
             result: dict[str, Any] = await self._client.get_model_repository_index(as_json=True)
             return list(result.get("models", []))
 
+    async def queue_stats(self) -> dict[str, tuple[int, int, int]]:
+        """Per model: (successful requests, total queue ns, total compute ns), cumulative."""
+        with map_control_errors():
+            result: dict[str, Any] = await self._client.get_inference_statistics(as_json=True)
+        stats: dict[str, tuple[int, int, int]] = {}
+        for model in result.get("model_stats", []):
+            inference = model.get("inference_stats", {})
+            count = int(inference.get("success", {}).get("count", 0))
+            queue = int(inference.get("queue", {}).get("ns", 0))
+            compute = int(inference.get("compute_infer", {}).get("ns", 0))
+            previous = stats.get(model["name"], (0, 0, 0))
+            stats[model["name"]] = (previous[0] + count, previous[1] + queue, previous[2] + compute)
+        return stats
+
     async def is_ready(self) -> bool:
         with map_control_errors():
             return bool(await self._client.is_server_ready(client_timeout=2.0))

@@ -10,7 +10,15 @@ from gateway.triton.repository import parse_config
 
 
 def _load(**overrides) -> Load:
-    base = {"instances": 1, "minimum": 1, "maximum": 4, "batch": 1, "waiting": 0.0, "idle_for": 0.0}
+    base = {
+        "instances": 1,
+        "minimum": 1,
+        "maximum": 4,
+        "batch": 1,
+        "waiting": 0.0,
+        "idle_for": 0.0,
+        "queueing": False,
+    }
     return Load(**{**base, **overrides})
 
 
@@ -22,6 +30,13 @@ def test_decide_doubles_when_more_wait_than_twice_a_batch():
 def test_decide_keeps_count_at_or_below_the_threshold():
     assert decide(_load(waiting=2.0), max_idle_time=600, budget_left=10) == 1
     assert decide(_load(batch=64, waiting=100.0), max_idle_time=600, budget_left=10) == 1
+
+
+def test_decide_scales_up_when_tritons_queue_grows():
+    assert (
+        decide(_load(batch=64, waiting=3.0, queueing=True), max_idle_time=600, budget_left=10) == 2
+    )
+    assert decide(_load(instances=4, queueing=True), max_idle_time=600, budget_left=10) == 4
 
 
 def test_decide_respects_maximum_and_budget():
