@@ -9,6 +9,7 @@ and eviction as on-demand requests; answers follow the contract (409 already loa
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from gateway.loading.registry import ModelState, Registry
 from gateway.resolve import ModelRef, resolve_target, triton_name_for
 from gateway.settings import Settings
 from gateway.store.cache import DiskCache
+from gateway.triton.repository import read_config
 
 MAX_PAGE = 1000
 
@@ -39,6 +41,9 @@ class Named:
     name: str
     url: str
     ref: ModelRef
+    """What invocations go to: the model itself, or the ensemble of a group."""
+    members: tuple[ModelRef, ...] = ()
+    """An ensemble's composing models, loaded first and unloaded with it."""
 
     def describe(self) -> dict[str, str]:
         return {"modelName": self.name, "modelUrl": self.url}
@@ -88,14 +93,64 @@ class Management:
         current = self._named.get(name)
         if current is not None and self._registry.get(current.ref.triton_name) is not None:
             raise AlreadyLoaded(f"Model '{name}' is already loaded.")
-        named = Named(name, url, self.ref_for(name, url))
+        named = await asyncio.to_thread(self._group, name, url) or Named(
+            name, url, self.ref_for(name, url)
+        )
         self._named[name] = named
         try:
+            for member in named.members:  # composing models before their ensemble
+                entry = await self._loader.ensure_loaded(member, deadline=float("inf"))
+                entry.held = True
             await self._loader.ensure_loaded(named.ref, deadline=float("inf"))
         except BaseException:
             self._named.pop(name, None)
+            await self._release(named.members)
             raise
         return named
+
+    def _group(self, name: str, url: str) -> Named | None:
+        """A local folder holding several models, one of them an ensemble of the others
+        (as Triton's SageMaker frontend loads them): each gets a Triton name of its own and
+        the ensemble's steps are pointed at those names. Blocking: reads the folder."""
+        folder = Path(url)
+        if not url.startswith("/") or (folder / "config.pbtxt").exists() or not folder.is_dir():
+            return None
+        models = sorted(p for p in folder.iterdir() if (p / "config.pbtxt").is_file())
+        if not models:
+            return None
+        ensembles = [p for p in models if read_config(p).platform == "ensemble"]
+        if len(ensembles) != 1:
+            raise ValidationError(
+                f"{url} holds {len(models)} models; exactly one must be an ensemble of the others."
+            )
+        renames = {p.name: triton_name_for(f"models:{name}/{p.name}") for p in models}
+        members = tuple(
+            ModelRef(
+                name=f"{name}/{p.name}",
+                candidates=(p.name,),
+                triton_name=renames[p.name],
+                source=str(p),
+            )
+            for p in models
+            if p != ensembles[0]
+        )
+        top = ensembles[0]
+        ref = ModelRef(
+            name=name,
+            candidates=(top.name,),
+            triton_name=triton_name_for("models:" + name),
+            source=str(top),
+            renames=tuple(renames.items()),
+        )
+        return Named(name, url, ref, members)
+
+    async def _release(self, members: tuple[ModelRef, ...]) -> None:
+        for member in members:
+            entry = self._registry.get(member.triton_name)
+            if entry is not None:
+                entry.held = False
+                await self._capacity.unload(member.triton_name)
+            await self._cache.remove(member)
 
     def page(self, token: str | None, size: int | None) -> tuple[list[Named], str | None]:
         """Loaded models in name order, ``size`` at a time; the token is the last name, opaque."""
@@ -114,6 +169,7 @@ class Management:
         named = self.loaded(name)
         await self._capacity.unload(named.ref.triton_name)
         await self._cache.remove(named.ref)
+        await self._release(named.members)
         self._named.pop(name, None)
 
 

@@ -178,7 +178,7 @@ class Capacity:
                 name=e.ref.triton_name,
                 size=e.memory_bytes or self.estimate(e),
                 load_cost=e.load_seconds,
-                pinned=e.pins > 0 or e.scaling,
+                pinned=e.pins > 0 or e.scaling or e.held,
             )
             for e in self._registry.entries()
             if e.state is ModelState.READY and e.memory_kind == kind

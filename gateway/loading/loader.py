@@ -14,7 +14,6 @@ import logging
 import time
 from contextlib import suppress
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from google.protobuf import json_format
@@ -140,7 +139,12 @@ class Loader:
             await self._control.unload(ref.triton_name)
 
     async def _fetch_and_load(self, ref: ModelRef, entry: ModelEntry) -> None:
-        prepare = partial(_prepare, triton_name=ref.triton_name, gpu=self._gpu_available)
+        prepare = partial(
+            prepare_model_dir,
+            triton_name=ref.triton_name,
+            gpu_available=self._gpu_available,
+            renames=dict(ref.renames),
+        )
         started = time.perf_counter()
         materialized = await self._cache.materialize(ref, prepare)
         if not materialized.hit:
@@ -220,10 +224,6 @@ class Loader:
         for task in tasks:
             with suppress(BaseException):
                 await task
-
-
-def _prepare(path: Path, *, triton_name: str, gpu: bool) -> None:
-    prepare_model_dir(path, triton_name, gpu_available=gpu)
 
 
 def _spec(

@@ -59,6 +59,8 @@ class ModelEntry:
     """The config Triton loaded (JSON), the base of instance-count overrides."""
     scaling: bool = False
     """A scale event is reloading it: not evictable meanwhile."""
+    held: bool = False
+    """A composing model of a loaded ensemble: evicted only with it (by DELETE /models)."""
     error: str | None = None
 
     def describe(self) -> dict[str, Any]:

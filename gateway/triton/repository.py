@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from google.protobuf import text_format
@@ -42,15 +43,22 @@ def parse_config(text: str) -> model_config_pb2.ModelConfig:
 
 
 def prepare_model_dir(
-    model_dir: Path, triton_name: str, *, gpu_available: bool
+    model_dir: Path,
+    triton_name: str,
+    *,
+    gpu_available: bool,
+    renames: Mapping[str, str] | None = None,
 ) -> model_config_pb2.ModelConfig:
     """Make an unpacked model loadable under ``triton_name`` on this host; returns its config.
 
     Triton requires ``name`` to match the folder, and refuses KIND_GPU groups on a host
-    without GPUs, so both are rewritten before the load request.
+    without GPUs, so both are rewritten before the load request. An ensemble's steps name
+    its composing models, which the gateway renamed too: ``renames`` maps old to new.
     """
     config = read_config(model_dir)
     config.name = triton_name
+    for step in config.ensemble_scheduling.step:
+        step.model_name = (renames or {}).get(step.model_name, step.model_name)
     if not gpu_available:
         _gpu_groups_to_cpu(config)
     _write_atomically(model_dir / CONFIG_FILE, text_format.MessageToString(config))

@@ -166,3 +166,51 @@ def test_management_routes_can_be_turned_off(tmp_path, setup):
         assert _call(gateway.url + "/admin/models")[0] == 404
     finally:
         gateway.stop()
+
+
+ENSEMBLE = """
+name: "pipeline"
+platform: "ensemble"
+max_batch_size: 64
+input [{ name: "INPUT0" data_type: TYPE_FP32 dims: [ -1 ] }]
+output [{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ -1 ] }]
+ensemble_scheduling { step [
+  { model_name: "add_one" model_version: -1
+    input_map { key: "INPUT0" value: "INPUT0" } output_map { key: "OUTPUT0" value: "mid" } },
+  { model_name: "add_one" model_version: -1
+    input_map { key: "INPUT0" value: "mid" } output_map { key: "OUTPUT0" value: "OUTPUT0" } }
+] }
+"""
+
+
+def test_management_loads_an_ensemble_folder_with_its_composing_models(tmp_path, setup):
+    store, _, _ = setup
+    group = tmp_path / "opt" / "ml" / "models" / "feedbeef" / "model"
+    shutil.copytree(EXAMPLES / "add_one", group / "add_one")
+    (group / "pipeline" / "1").mkdir(parents=True)
+    (group / "pipeline" / "config.pbtxt").write_text(ENSEMBLE)
+    gateway = Gateway(
+        store=str(store), cache_dir=tmp_path / "cache", args=["--memory-budget", "1GiB"]
+    ).start()
+    base = gateway.url
+    try:
+        assert _load(base, "twice", str(group))[0] == 200
+        status, _, body = _call(
+            base + "/models/twice/invoke", "POST", BODY, {"Content-Type": "application/json"}
+        )
+        assert status == 200
+        assert json.loads(body)["outputs"][0]["data"] == [3.0, 4.0]  # add_one, twice
+        states = {
+            m.get("name"): m["state"]
+            for m in json.loads(_call(base + "/admin/models")[2])["models"]
+        }
+        assert states == {"twice": "ready", "twice/add_one": "ready"}
+        assert _call(base + "/models/twice", "DELETE")[0] == 200
+        assert json.loads(_call(base + "/admin/models")[2])["models"] == []
+        bad = tmp_path / "two-plain-models"
+        shutil.copytree(EXAMPLES / "add_one", bad / "a")
+        shutil.copytree(EXAMPLES / "add_one", bad / "b")
+        status, _, body = _load(base, "bad", str(bad))
+        assert status == 400 and "ensemble" in json.loads(body)["message"]
+    finally:
+        gateway.stop()
