@@ -32,6 +32,12 @@ def serve(argv: Sequence[str]) -> None:
     )
     add_arguments(parser)
     settings = settings_from(parser.parse_args(argv))
+    from gateway.variants import Variants
+
+    try:
+        Variants(settings)
+    except ValueError as exc:
+        parser.error(str(exc))
 
     import uvloop
 

@@ -35,6 +35,7 @@ from gateway.keys import (
     SUPERVISOR,
     TRITON_METRICS,
     UPSTREAM,
+    VARIANTS,
 )
 from gateway.loading.autoscale import Autoscaler
 from gateway.loading.capacity import Capacity
@@ -54,6 +55,7 @@ from gateway.triton.client import TritonControl
 from gateway.triton.embedded import prepare_runtime
 from gateway.triton.supervisor import TritonSupervisor
 from gateway.triton.upstream import UpstreamPool
+from gateway.variants import Variants
 
 log = logging.getLogger(__name__)
 ADMIN_PREFIXES = ("/models", "/admin")
@@ -115,7 +117,12 @@ def _in_use(app: web.Application, triton_name: str) -> bool:
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
+    variants = app[VARIANTS]
     store = await open_store(settings.model_store)
+    variant_stores = {}
+    if not variants.single:
+        for variant in variants.all:
+            variant_stores[variant.name] = await open_store(variant.store)
     cache = app[CACHE] = DiskCache(
         settings.repository,
         store,
@@ -123,12 +130,14 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.cache_disk_budget,
         partial(_in_use, app),
         app[METRICS].evictions.labels(tier="disk").inc,
+        variant_stores,
     )
     app[METRICS].state.disk = lambda: (cache.used, cache.budget)
     await asyncio.to_thread(cache.prepare_dirs)
     log.info("disk cache: %d MiB used of a %d MiB budget", cache.used >> 20, cache.budget >> 20)
     yield
-    await store.close()
+    for opened in (store, *variant_stores.values()):
+        await opened.close()
 
 
 async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -179,6 +188,7 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_size, middlewares=[errors])
     app[SETTINGS] = settings
+    app[VARIANTS] = Variants(settings)
     policy = app[POLICY] = make_policy(settings.eviction_policy)
     registry = app[REGISTRY] = Registry(on_hit=policy.record_hit)
     metrics = app[METRICS] = Metrics(settings.per_model_metrics)
@@ -203,7 +213,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         await site.start()
         internal_port = runner.addresses[0][1]
         hot = Hot(
-            invoker=Invoker(settings, app[SERVICE]),
+            invoker=Invoker(settings, app[SERVICE], app[VARIANTS]),
             service=app[SERVICE],
             internal=UpstreamPool("127.0.0.1", internal_port, max_connections=16),
             max_body_size=settings.max_body_size,

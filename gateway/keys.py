@@ -16,6 +16,7 @@ from gateway.store.cache import DiskCache
 from gateway.triton.client import TritonControl
 from gateway.triton.supervisor import TritonSupervisor
 from gateway.triton.upstream import UpstreamPool
+from gateway.variants import Variants
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
@@ -30,3 +31,4 @@ POLICY = web.AppKey("policy", EvictionPolicy)
 METRICS = web.AppKey("metrics", Metrics)
 TRITON_METRICS = web.AppKey("triton_metrics", tuple[UpstreamPool, str])
 MANAGEMENT = web.AppKey("management", Management)
+VARIANTS = web.AppKey("variants", Variants)

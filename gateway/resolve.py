@@ -31,6 +31,8 @@ class ModelRef:
     """Folder name in Triton's model repository; also the name Triton serves it under."""
     source: str = ""
     """A local folder or archive to fetch from instead of the model store (POST /models)."""
+    variant: str = ""
+    """The production variant whose model store holds it ("" for the only one)."""
     renames: tuple[tuple[str, str], ...] = ()
     """For an ensemble: its composing models' names and the Triton names they got."""
 

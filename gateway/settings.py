@@ -119,6 +119,9 @@ class Settings:
     """Triton's metrics URL, merged into /metrics; defaults to the embedded one's port."""
     variant_name: str = "AllTraffic"
     """Production variant returned in X-Amzn-Invoked-Production-Variant."""
+    variant: tuple[str, ...] = ()
+    """Serve several variants: NAME=WEIGHT@STORE, repeatable (in the variable, separated by
+    ';'). Requests naming X-Amzn-SageMaker-Target-Variant go to it; others are split by weight."""
     shutdown_timeout: float = 10.0
     """Seconds in-flight requests get to finish on shutdown."""
     log_level: str = "INFO"
@@ -162,6 +165,7 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
     "Path | None": Path,
     "str | None": str,
     "bool": _parse_bool,
+    "tuple[str, ...]": lambda text: tuple(p.strip() for p in text.split(";") if p.strip()),
 }
 _SIZE_FIELDS = {
     "max_body_size",
@@ -209,7 +213,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     for field in dataclasses.fields(Settings):
         doc = _field_doc(field.name).replace("%", "%%")  # argparse formats help with %
         help_text = f"{doc} [env {_env(field.name)}; default {field.default}]"
-        if field.type == "bool":
+        if field.type == "tuple[str, ...]":
+            parser.add_argument(
+                _flag(field.name), dest=field.name, action="append", default=None, help=help_text
+            )
+        elif field.type == "bool":
             parser.add_argument(
                 _flag(field.name),
                 dest=field.name,
@@ -236,7 +244,7 @@ def settings_from(
     for field in dataclasses.fields(Settings):
         given = getattr(namespace, field.name, None) if namespace is not None else None
         if given is not None:
-            values[field.name] = given
+            values[field.name] = tuple(given) if isinstance(given, list) else given
         elif _env(field.name) in env:
             raw = env[_env(field.name)]
             try:

@@ -12,7 +12,7 @@ from aiohttp import web
 from gateway.errors import ValidationError
 from gateway.front.middleware import to_response
 from gateway.front.sagemaker import Invoker
-from gateway.keys import CACHE, LOADER, MANAGEMENT, REGISTRY, SERVICE, SETTINGS
+from gateway.keys import CACHE, LOADER, MANAGEMENT, REGISTRY, SERVICE, SETTINGS, VARIANTS
 from gateway.resolve import ModelRef
 
 _JSON = "application/json"
@@ -69,9 +69,11 @@ async def invoke(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     headers = {k.lower(): v for k, v in request.headers.items()}
     deadline = request.loop.time() + settings.model_ready_timeout
-    invoker = Invoker(settings, request.app[SERVICE])
+    invoker = Invoker(settings, request.app[SERVICE], request.app[VARIANTS])
     rid = request.headers.get("x-amzn-RequestId", "")
-    return to_response(await invoker.invoke_ref(ref, headers, await request.read(), rid, deadline))
+    body = await request.read()
+    reply = await invoker.invoke_ref(ref, headers, body, rid, deadline, settings.variant_name)
+    return to_response(reply)
 
 
 async def admin_models(request: web.Request) -> web.Response:

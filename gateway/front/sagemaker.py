@@ -23,6 +23,7 @@ from gateway.resolve import ModelRef, check_endpoint_name, resolve_target
 from gateway.settings import Settings
 from gateway.triton.errors import infer_error
 from gateway.triton.upstream import UpstreamResponse
+from gateway.variants import Variants
 
 TARGET_MODEL = "x-amzn-sagemaker-target-model"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
@@ -36,6 +37,7 @@ PING_TIMEOUT_S = 2.0
 class Invoker:
     settings: Settings
     service: InferenceService
+    variants: Variants
 
     async def invoke(
         self,
@@ -52,10 +54,18 @@ class Invoker:
             raise ValidationError(
                 "The X-Amzn-SageMaker-Target-Model header is required on a multi-model endpoint."
             )
-        return await self.invoke_ref(resolve_target(target), headers, body, rid, deadline)
+        variant = self.variants.choose(headers.get("x-amzn-sagemaker-target-variant"))
+        ref = self.variants.ref(resolve_target(target), variant)
+        return await self.invoke_ref(ref, headers, body, rid, deadline, variant.name)
 
     async def invoke_ref(
-        self, ref: ModelRef, headers: Mapping[str, str], body: bytes, rid: str, deadline: float
+        self,
+        ref: ModelRef,
+        headers: Mapping[str, str],
+        body: bytes,
+        rid: str,
+        deadline: float,
+        variant: str,
     ) -> Reply:
         kind = codecs.parse_content_type(headers.get("content-type"), len(body))
         payload: bytes | BodyBuilder = body
@@ -67,7 +77,7 @@ class Invoker:
         answer, content_type = _answer(kind, headers.get("accept"), response)
         out = {
             "Content-Type": content_type,
-            VARIANT: self.settings.variant_name,
+            VARIANT: variant,
             REQUEST_ID: rid,
         }
         custom = headers.get("x-amzn-sagemaker-custom-attributes")

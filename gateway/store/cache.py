@@ -63,6 +63,7 @@ class DiskCache:
         budget: int,
         in_use: Callable[[str], bool],
         on_evict: Callable[[], None] = lambda: None,
+        variant_stores: dict[str, ModelStore] | None = None,
     ) -> None:
         self.repository = repository
         self.store = store
@@ -70,6 +71,7 @@ class DiskCache:
         self.budget = budget
         self._in_use = in_use
         self._on_evict = on_evict
+        self._variant_stores = variant_stores or {}
         self._sizes: OrderedDict[str, int] = OrderedDict()
         """Triton name -> bytes on disk, least recently used first."""
 
@@ -118,9 +120,11 @@ class DiskCache:
 
     def _store_for(self, ref: ModelRef) -> ModelStore:
         """The model store, or the folder a management call named (SageMaker's contract)."""
-        if not ref.source:
-            return self.store
-        return LocalModelStore(Path(ref.source).parent)
+        if ref.source:
+            return LocalModelStore(Path(ref.source).parent)
+        if ref.variant:
+            return self._variant_stores[ref.variant]
+        return self.store
 
     async def _admit(self, ref: ModelRef, size: int) -> None:
         """Delete least recently used idle models until ``size`` more bytes fit the budget."""

@@ -21,6 +21,7 @@ from gateway.loading.registry import Registry
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.triton.upstream import UpstreamPool
+from gateway.variants import Variants
 
 
 async def _echo(request: web.Request) -> web.Response:
@@ -39,7 +40,7 @@ async def front():
     metrics = Metrics()
     service = InferenceService(Registry(), cast(Any, None), cast(Any, None), metrics)
     hot = Hot(
-        Invoker(Settings(), service),
+        Invoker(Settings(), service, Variants(Settings())),
         service,
         internal,
         max_body_size=1000,
