@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 RUN_DIR := .run
 
-.PHONY: install run test check bench clean
+.PHONY: install run test check bench clean tools store fleet
 
 install: $(STAMP)
 
@@ -18,20 +18,29 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[embedded,test,plot]'
 	touch $(STAMP)
 
-run: install
-	rm -rf $(RUN_DIR)/store && mkdir -p $(RUN_DIR)/store
-	for m in triton_repo_template/examples/*/; do \
-	  $(VENV)/bin/mme-gateway package "$$m" "$(RUN_DIR)/store/$$(basename $$m).tar.gz" || exit 1; done
+run: store
 	$(VENV)/bin/mme-gateway serve --host $(HOST) --port $(PORT) \
 	  --model-store $(RUN_DIR)/store --cache-dir $(RUN_DIR)/cache --print-examples
 
-test: install
+# HAProxy, for the fleet tests and `make fleet` (Debian's package).
+tools:
+	@command -v haproxy >/dev/null || (apt-get update -qq && apt-get install -y -qq haproxy)
+
+test: install tools
 	$(VENV)/bin/pytest
 
 check: install
 	$(VENV)/bin/ruff format --check gateway tests
 	$(VENV)/bin/ruff check gateway tests
 	$(VENV)/bin/mypy gateway
+
+store: install
+	rm -rf $(RUN_DIR)/store && mkdir -p $(RUN_DIR)/store
+	for m in triton_repo_template/examples/*/; do \
+	  $(VENV)/bin/mme-gateway package "$$m" "$(RUN_DIR)/store/$$(basename $$m).tar.gz" || exit 1; done
+
+fleet: store tools
+	$(PY) -m deploy.fleet --port $(PORT) --store $(RUN_DIR)/store
 
 bench: install
 	bash bench/run.sh
