@@ -20,15 +20,66 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "haproxy" / "haproxy.cfg.in"
 
 
-def render(servers: Sequence[tuple[str, str]], bind: str, stats_bind: str) -> str:
-    """The HAProxy config for ``servers`` (name, host:port)."""
-    lines = "\n".join(f"    server {name} {address} check" for name, address in servers)
-    return (
-        TEMPLATE.read_text()
-        .replace("{servers}", lines)
-        .replace("{stats_bind}", stats_bind)
-        .replace("{bind}", bind)
-    )
+@dataclass(frozen=True)
+class Pool:
+    """The gateways serving one production variant, and its share of untargeted traffic."""
+
+    variant: str
+    weight: int
+    servers: Sequence[tuple[str, str]]
+
+
+def _routing(pools: Sequence[Pool]) -> str:
+    """Target variant -> its pool; unknown variant -> 400 (as SageMaker); the rest by weight."""
+    if len(pools) == 1:
+        return f"    default_backend {_backend(pools[0])}"
+    header = "req.hdr(X-Amzn-SageMaker-Target-Variant)"
+    known = " ".join(p.variant for p in pools)
+    lines = [
+        f"    acl targeted {header} -m found",
+        f"    acl known_variant {header} -m str {known}",
+        "    http-request return status 400 content-type application/json hdr x-amzn-ErrorType"
+        ' ValidationError string \'{"message":"Unknown target variant."}\''
+        " if targeted !known_variant",
+    ]
+    total, start = sum(p.weight for p in pools), 0
+    lines.append(f"    http-request set-var(txn.pick) rand({total})")
+    lines += [
+        f"    use_backend {_backend(p)} if targeted {{ {header} -m str {p.variant} }}"
+        for p in pools
+    ]
+    for pool in pools[:-1]:
+        end = start + pool.weight
+        lines.append(
+            f"    use_backend {_backend(pool)} if {{ var(txn.pick) -m int ge {start} }}"
+            f" {{ var(txn.pick) -m int lt {end} }}"
+        )
+        start = end
+    lines.append(f"    default_backend {_backend(pools[-1])}")
+    return "\n".join(lines)
+
+
+def _backend(pool: Pool) -> str:
+    return "gateways" if pool.variant == "" else f"variant_{pool.variant}"
+
+
+def render(
+    servers: Sequence[tuple[str, str]],
+    bind: str,
+    stats_bind: str,
+    pools: Sequence[Pool] | None = None,
+) -> str:
+    """The HAProxy config: one pool of ``servers`` (name, host:port), or variant ``pools``."""
+    pools = pools or [Pool("", 1, servers)]
+    text = TEMPLATE.read_text().replace("{stats_bind}", stats_bind).replace("{bind}", bind)
+    head, marker, backend = text.partition("backend {backend}")
+    blocks = []
+    for pool in pools:
+        lines = "\n".join(f"    server {name} {address} check" for name, address in pool.servers)
+        blocks.append(
+            (marker + backend).replace("{backend}", _backend(pool)).replace("{servers}", lines)
+        )
+    return head.replace("{routing}", _routing(pools)) + "\n".join(blocks)
 
 
 @dataclass
@@ -37,12 +88,15 @@ class HAProxy:
     port: int
     stats_port: int
     workdir: Path
+    pools: Sequence[Pool] | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None)
 
     def start(self) -> HAProxy:
         config = self.workdir / "haproxy.cfg"
         config.write_text(
-            render(self.servers, f"127.0.0.1:{self.port}", f"127.0.0.1:{self.stats_port}")
+            render(
+                self.servers, f"127.0.0.1:{self.port}", f"127.0.0.1:{self.stats_port}", self.pools
+            )
         )
         check = subprocess.run(
             ["haproxy", "-c", "-q", "-f", str(config)], capture_output=True, text=True

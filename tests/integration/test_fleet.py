@@ -20,7 +20,7 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2
 
-from deploy.fleet import HAProxy
+from deploy.fleet import HAProxy, Pool
 from gateway.store.archive import package_model
 from tests.servers import EXAMPLES, Gateway, free_port, wait_http
 
@@ -162,3 +162,59 @@ def test_fleet_moves_models_off_a_stopped_instance_without_failures(fleet: Fleet
     assert answers == [[2.0]] * 20
     moved = fleet.holders("m1")
     assert len(moved) == 1 and moved[0] != holder
+
+
+def test_fleet_routes_production_variants_to_their_pools(tmp_path: Path):
+    """Two pools (one gateway each): target variant honoured, unknown refused, others 3:1."""
+    store = tmp_path / "store"
+    store.mkdir()
+    package_model(EXAMPLES / "add_one", store / "m.tar.gz")
+    gateways = {
+        name: Gateway(
+            store=str(store),
+            cache_dir=tmp_path / name,
+            args=["--no-access-log", "--variant-name", name],
+        ).start()
+        for name in ("A", "B")
+    }
+    pools = [
+        Pool("A", 3, [("a1", f"127.0.0.1:{gateways['A'].port}")]),
+        Pool("B", 1, [("b1", f"127.0.0.1:{gateways['B'].port}")]),
+    ]
+    proxy = HAProxy([], free_port(), free_port(), tmp_path, pools).start()
+    url = f"http://127.0.0.1:{proxy.port}/endpoints/e/invocations"
+    connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=60)
+
+    def invoke(variant: str | None = None) -> tuple[int, str, dict]:
+        headers = {"X-Amzn-SageMaker-Target-Model": "m.tar.gz", "Content-Type": "application/json"}
+        if variant is not None:
+            headers["X-Amzn-SageMaker-Target-Variant"] = variant
+        connection.request("POST", "/endpoints/e/invocations", BODY, headers)
+        response = connection.getresponse()
+        body = json.loads(response.read())
+        return (
+            response.status,
+            response.getheader("X-Amzn-Invoked-Production-Variant", ""),
+            {
+                **body,
+                "error_type": response.getheader("x-amzn-ErrorType"),
+            },
+        )
+
+    try:
+        wait_http(url.replace("/endpoints/e/invocations", "/ping"), 30, proxy.proc)
+        counts = {"A": 0, "B": 0}
+        for _ in range(300):
+            status, variant, _ = invoke()
+            assert status == 200
+            counts[variant] += 1
+        assert abs(counts["A"] / 300 - 0.75) < 0.1
+        assert {invoke("B")[1] for _ in range(10)} == {"B"}
+        assert {invoke("A")[1] for _ in range(10)} == {"A"}
+        status, _, body = invoke("C")
+        assert status == 400 and body["error_type"] == "ValidationError"
+    finally:
+        connection.close()
+        proxy.stop()
+        for gateway in gateways.values():
+            gateway.stop()
