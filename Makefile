@@ -51,3 +51,7 @@ clean:
 .PHONY: bench-patterns
 bench-patterns: install
 	$(PY) bench/patterns.py
+
+.PHONY: bench-fleet
+bench-fleet: install tools
+	$(PY) bench/fleet.py
