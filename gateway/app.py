@@ -62,9 +62,9 @@ ADMIN_PREFIXES = ("/models", "/admin")
 MAX_MODEL_BYTES = 1 << 40  # unpacked size cap per model; the disk budget is the real limit
 
 
-async def _wait_external(control: TritonControl, timeout: float) -> None:
+async def _wait_external(control: TritonControl, limit_s: float) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + limit_s
     while loop.time() < deadline:
         try:
             if await control.is_ready():
@@ -72,7 +72,7 @@ async def _wait_external(control: TritonControl, timeout: float) -> None:
         except Exception:  # not up yet: any failure means "try again"
             pass
         await asyncio.sleep(0.2)
-    raise RuntimeError(f"Triton at {control} was not ready within {timeout} s")
+    raise RuntimeError(f"Triton at {control} was not ready within {limit_s} s")
 
 
 async def triton_ctx(app: web.Application) -> AsyncIterator[None]:

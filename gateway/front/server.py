@@ -77,15 +77,15 @@ class FrontServer:
     def protocol(self) -> Connection:
         return Connection(self)
 
-    async def close(self, timeout: float) -> None:
-        """Let requests in flight finish (up to ``timeout``), then drop every connection."""
+    async def close(self, grace_s: float) -> None:
+        """Let requests in flight finish (up to ``grace_s``), then drop every connection."""
         self.closing = True
         if not self.connections:
             return
         for connection in list(self.connections):
             connection.close_when_idle()
         with suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), timeout)
+            await asyncio.wait_for(self._drained.wait(), grace_s)
         for connection in list(self.connections):
             connection.abort()
 

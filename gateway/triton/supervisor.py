@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
@@ -101,6 +103,7 @@ class TritonSupervisor:
             if self._stopping:
                 return
             self.ready = False
+            _kill_group(self._proc.pid)  # its Python-backend stubs outlive a crashed server
             log.error("tritonserver exited with code %s; restarting", code)
             self._on_restart()
             await asyncio.sleep(RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)])
@@ -128,4 +131,11 @@ class TritonSupervisor:
             log.warning("tritonserver did not stop in time; killing it")
             proc.kill()
             await proc.wait()
+        _kill_group(proc.pid)
         log.info("tritonserver stopped with code %s", proc.returncode)
+
+
+def _kill_group(pgid: int) -> None:
+    """tritonserver leads its own process group (start_new_session): end whatever is left."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)

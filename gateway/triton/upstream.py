@@ -117,7 +117,7 @@ class _Connection(asyncio.Protocol):
     def _on_timeout(self) -> None:
         self.fail(ServiceUnavailable(f"{self.pool.where} sent no complete response in time"))
 
-    async def roundtrip(self, head: bytes, body: bytes, timeout: float) -> UpstreamResponse:
+    async def roundtrip(self, head: bytes, body: bytes, limit_s: float) -> UpstreamResponse:
         transport = self.transport
         if self.lost or transport is None or transport.is_closing():
             raise _PeerClosed(got_bytes=False)
@@ -129,7 +129,7 @@ class _Connection(asyncio.Protocol):
             transport.write(head + body)
         else:
             transport.writelines((head, body))
-        timer = loop.call_later(timeout, self._on_timeout)
+        timer = loop.call_later(limit_s, self._on_timeout)
         try:
             await waiter
         finally:
@@ -253,7 +253,7 @@ class UpstreamPool:
             await asyncio.wait_for(
                 loop.create_connection(lambda: conn, self.host, self.port), self.connect_timeout
             )
-        except (OSError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, OSError) as exc:
             self._free_slot()
             reason = "timed out" if isinstance(exc, asyncio.TimeoutError) else str(exc)
             raise ServiceUnavailable(f"Cannot connect to {self.where}: {reason}") from exc
