@@ -4,6 +4,9 @@
     ├── ValidationError               400 ValidationError
     │   ├── ModelNotFound             400 on SageMaker routes, 404 on KServe v2 routes
     │   └── PayloadTooLarge           413
+    ├── UnknownOperation              404 UnknownOperationException (no such route here)
+    ├── NotLoaded                     404 ModelNotFound (management API: not loaded)
+    ├── AlreadyLoaded                 409 ModelAlreadyLoaded (management API)
     ├── ModelError                    424 ModelError (the model itself failed)
     ├── ModelNotReady                 429 ModelNotReadyException (load still running)
     ├── ServiceUnavailable            503 ServiceUnavailable (Triton down or not ready)
@@ -42,6 +45,21 @@ class ModelNotFound(ValidationError):
 
 class PayloadTooLarge(ValidationError):
     status = 413
+
+
+class UnknownOperation(GatewayError):
+    status = 404
+    error_type = "UnknownOperationException"
+
+
+class NotLoaded(GatewayError):
+    status = 404
+    error_type = "ModelNotFound"
+
+
+class AlreadyLoaded(GatewayError):
+    status = 409
+    error_type = "ModelAlreadyLoaded"
 
 
 class ModelError(GatewayError):

@@ -14,7 +14,7 @@ import base64
 from dataclasses import dataclass
 from pathlib import Path
 
-from gateway.errors import GatewayError, ValidationError
+from gateway.errors import AlreadyLoaded, NotLoaded, ValidationError
 from gateway.loading.capacity import Capacity
 from gateway.loading.loader import Loader
 from gateway.loading.registry import ModelState, Registry
@@ -24,16 +24,6 @@ from gateway.store.cache import DiskCache
 from gateway.triton.repository import read_config
 
 MAX_PAGE = 1000
-
-
-class NotLoaded(GatewayError):
-    status = 404
-    error_type = "ModelNotFound"
-
-
-class AlreadyLoaded(GatewayError):
-    status = 409
-    error_type = "ModelAlreadyLoaded"
 
 
 @dataclass(frozen=True, slots=True)

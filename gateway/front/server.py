@@ -21,7 +21,7 @@ from urllib.parse import unquote
 
 import httptools
 
-from gateway.errors import GatewayError, PayloadTooLarge, ValidationError
+from gateway.errors import GatewayError, PayloadTooLarge, UnknownOperation, ValidationError
 from gateway.front import kserve_v2
 from gateway.front.replies import Reply, error_reply, internal_failure, new_request_id
 from gateway.front.sagemaker import Invoker
@@ -231,7 +231,7 @@ class Connection(asyncio.Protocol):
     async def _forward(self, request: _Request, rid: str) -> Reply:
         path = request.url.partition(b"?")[0].decode("latin-1")
         if self._hot.hidden and path.startswith(self._hot.hidden):
-            return error_reply(path, _not_here(path), rid)
+            return error_reply(path, UnknownOperation(f"No route for {path} on this port."), rid)
         headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
         headers["x-amzn-RequestId"] = rid
         method = "GET" if request.method == b"HEAD" else request.method.decode("latin-1")
@@ -272,12 +272,6 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
-
-
-def _not_here(path: str) -> GatewayError:
-    error = GatewayError(f"No route for {path} on this port.")
-    error.status, error.error_type = 404, "UnknownOperationException"
-    return error
 
 
 def _is_invocation(path: str) -> bool:
