@@ -1,7 +1,8 @@
 """docker-compose.yml, the Dockerfile and the Prometheus config, checked without a Docker engine.
 
-The compose file is validated against the official Compose Specification schema, read from
-``shared/compose-spec.json`` beside the repository. Then what only a running stack would
+The compose file is validated against the official Compose Specification schema: the copy in
+``shared/compose-spec.json`` beside the repository where there is one, else the copy kept in
+this folder (the same file). Then what only a running stack would
 reveal is checked statically: referenced files exist, every ``MME_*`` variable is a real
 setting, the gateway's Triton URLs, ports and model repository agree with what the ``triton``
 service runs (read through the gateway's own ``Settings``), Prometheus scrapes the services
@@ -30,7 +31,10 @@ from gateway.settings import ENV_PREFIX, Settings, add_arguments, settings_from
 from gateway.store.s3 import parse_s3_url
 
 ROOT = Path(__file__).resolve().parents[2]
-COMPOSE_SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "compose-spec.json"
+SHARED_SCHEMA = Path(__file__).resolve().parents[3] / "shared" / "compose-spec.json"
+COMPOSE_SCHEMA = (
+    SHARED_SCHEMA if SHARED_SCHEMA.is_file() else Path(__file__).with_name("compose-spec.json")
+)
 COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
@@ -264,7 +268,7 @@ def _compose_validator() -> jsonschema.protocols.Validator:
     if not COMPOSE_SCHEMA.is_file():
         pytest.fail(
             f"Compose Specification schema not found at {COMPOSE_SCHEMA}: the tests expect "
-            "`shared/compose-spec.json` in the folder that holds this repository"
+            "`shared/compose-spec.json` beside the repository or tests/deploy/compose-spec.json"
         )
     schema = json.loads(COMPOSE_SCHEMA.read_text())
     cls = validators.validator_for(schema, default=jsonschema.Draft7Validator)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import urllib.request
 from pathlib import Path
 
+from google.protobuf import text_format
 from prometheus_client.parser import text_string_to_metric_families
+from tritonclient.grpc import model_config_pb2
 
 from gateway.store.archive import package_model
 from tests.conftest import runtime_client
@@ -28,6 +31,16 @@ def _scrape(gateway: Gateway) -> tuple[dict[tuple[str, tuple[tuple[str, str], ..
     return samples, text
 
 
+def _hog(folder: Path, allocate_mb: int) -> Path:
+    """memory_hog holding ``allocate_mb`` of real memory: its footprint dwarfs the noise."""
+    shutil.copytree(EXAMPLES / "memory_hog", folder)
+    config = model_config_pb2.ModelConfig()
+    text_format.Parse((folder / "config.pbtxt").read_text(), config)
+    config.parameters["ALLOCATE_MB"].string_value = str(allocate_mb)
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return folder
+
+
 def _invoke(gateway: Gateway, target: str) -> None:
     runtime_client(gateway).invoke_endpoint(
         EndpointName="e", TargetModel=target, ContentType="application/json", Body=BODY
@@ -37,22 +50,24 @@ def _invoke(gateway: Gateway, target: str) -> None:
 def test_metrics_count_known_traffic_and_carry_tritons_series(tmp_path: Path):
     store = tmp_path / "store"
     store.mkdir()
+    hog = _hog(tmp_path / "hog", allocate_mb=60)
     for name in ("a", "b", "c"):
-        package_model(EXAMPLES / "add_one", store / f"{name}.tar.gz")
-    one_model = sum(f.stat().st_size for f in (EXAMPLES / "add_one").rglob("*") if f.is_file())
+        package_model(hog, store / f"{name}.tar.gz")
+    one_model = sum(f.stat().st_size for f in hog.rglob("*") if f.is_file())
     gateway = Gateway(
         store=str(store),
         cache_dir=tmp_path / "cache",
         args=[
-            "--memory-budget", "90MiB", "--memory-headroom", "0",
-            "--min-model-memory", "64MiB", "--per-model-metrics", "2",
+            "--memory-budget", "150MiB", "--memory-headroom", "0",
+            "--min-model-memory", "80MiB", "--per-model-metrics", "2",
             "--cache-disk-budget", str(int(one_model * 2.5)),
         ],
     ).start()  # fmt: skip
     try:
-        # Room for one model at a time (an unseen model is estimated at 64 MiB; Triton idles at
-        # ~17 MiB and an add_one stub holds ~20 MiB). a (miss), a (hit) x2, b (miss: evicts a),
-        # c (miss: evicts b from memory, and idle a from disk).
+        # Room for one model at a time, whatever Triton's own footprint (15-35 MiB): each model
+        # holds 60 MiB plus its ~20 MiB stub, and an unseen one is estimated at 80 MiB.
+        # a (miss), a (hit) x2, b (miss: evicts a), c (miss: evicts b from memory, and idle a
+        # from disk).
         for target in ("a.tar.gz", "a.tar.gz", "a.tar.gz", "b.tar.gz", "c.tar.gz"):
             _invoke(gateway, target)
         client = runtime_client(gateway)
@@ -79,7 +94,7 @@ def test_metrics_count_known_traffic_and_carry_tritons_series(tmp_path: Path):
     assert samples[("mme_invocations_total", (("code", "200"),))] == 5
     assert samples[("mme_invocations_total", (("code", "400"),))] == 1
     assert samples[("mme_invocation_seconds_count", ())] == 6
-    assert samples[("mme_host_memory_budget_bytes", ())] == 90 * 2**20
+    assert samples[("mme_host_memory_budget_bytes", ())] == 150 * 2**20
     assert samples[("mme_host_memory_used_bytes", ())] > 0
     assert (
         0
