@@ -39,6 +39,7 @@ import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -212,33 +213,80 @@ def lua_script(tmp: Path, target: str) -> Path:
     return path
 
 
-def wrk(url: str, script: Path, threads: int, conns: int, seconds: int) -> dict[str, float]:
-    cmd = [
-        "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency", "--timeout", "5s",
-        "-s", str(script), url,
-    ]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 30).stdout
+def parse_wrk(out: str, err: str = "") -> dict[str, Any]:
+    """wrk's summary (with --latency), and the STATUS line a Lua done() may print."""
     done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     if not done or not rps:
-        raise RuntimeError(f"could not parse wrk output:\n{out}")
+        raise RuntimeError(f"could not parse wrk output:\n{out}\n{err}")
     latency = {
         int(m[1]): float(m[2]) * _UNITS[m[3]]
         for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
     }
-    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    if sock := re.search(
-        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out
-    ):
-        errors += sum(int(n) for n in sock.groups())
+    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    status = re.search(r"STATUS 429=(\d+) 5xx=(\d+) other=(\d+)", out)
     return {
         "requests": int(done[1]),
         "seconds": float(done[2]) * _UNITS[done[3]] / 1e3,
         "rps": float(rps[1]),
         "p50_ms": latency.get(50, float("nan")),
         "p99_ms": latency.get(99, float("nan")),
-        "errors": errors,
+        "non_2xx": sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out)),
+        "socket_errors": sum(int(n) for n in sock.groups()) if sock else 0,
+        "status": (
+            {"429": int(status[1]), "5xx": int(status[2]), "other": int(status[3])}
+            if status
+            else {}
+        ),
     }
+
+
+def run_wrk(
+    url: str,
+    script: Path,
+    seconds: int,
+    conns: int,
+    threads: int = 2,
+    timeout_s: int = 5,
+    script_args: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    cmd = [
+        "wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--latency",
+        "--timeout", f"{timeout_s}s", "-s", str(script), url,
+    ]  # fmt: skip
+    if script_args:
+        cmd += ["--", *script_args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
+    return parse_wrk(done.stdout, done.stderr)
+
+
+def wrk(url: str, script: Path, threads: int, conns: int, seconds: int) -> dict[str, float]:
+    result = run_wrk(url, script, seconds, conns, threads)
+    return {
+        **{k: result[k] for k in ("requests", "seconds", "rps", "p50_ms", "p99_ms")},
+        "errors": result["non_2xx"] + result["socket_errors"],
+    }
+
+
+# --- gateway /metrics ---------------------------------------------------------------------
+
+
+def scrape(port: int) -> dict[str, float]:
+    """The gateway's own series (mme_*), by sample name with labels."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("mme_") and " " in line:
+            name, _, value = line.rpartition(" ")
+            with contextlib.suppress(ValueError):
+                values[name] = float(value)
+    return values
+
+
+def metric(values: dict[str, float], prefix: str) -> float:
+    """A series, or the sum of all label sets of ``prefix`` (e.g. mme_invocations_total)."""
+    return sum(v for k, v in values.items() if k == prefix or k.startswith(prefix + "{"))
 
 
 # --- the bench ----------------------------------------------------------------------------

@@ -45,6 +45,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -182,59 +183,17 @@ wrk.headers["X-Amzn-SageMaker-Target-Model"] = "{target}"
 """
 
 
-def run_wrk(url: str, script: Path, seconds: int, conns: int, salt: int) -> dict[str, object]:
-    cmd = [
-        "wrk", f"-t{THREADS}", f"-c{conns}", f"-d{seconds}s", "--latency",
-        "--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(script), url, "--", str(salt),
-    ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    out = done.stdout
-    units = driver._UNITS
-    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not total or not rps:
-        raise RuntimeError(f"could not parse wrk output:\n{out}\n{done.stderr}")
-    latency = {
-        int(m[1]): float(m[2]) * units[m[3]]
-        for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
-    }
-    non_2xx = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    status = re.search(r"STATUS 429=(\d+) 5xx=(\d+) other=(\d+)", out)
-    return {
-        "requests": int(total[1]),
-        "seconds": float(total[2]) * units[total[3]] / 1e3,
-        "rps": float(rps[1]),
-        "p50_ms": latency.get(50, float("nan")),
-        "p99_ms": latency.get(99, float("nan")),
-        "non_2xx": non_2xx,
-        "socket_errors": sum(int(n) for n in sock.groups()) if sock else 0,
-        "status": (
-            {"429": int(status[1]), "5xx": int(status[2]), "other": int(status[3])}
-            if status
-            else {}
-        ),
-    }
+def run_wrk(url: str, script: Path, seconds: int, conns: int, salt: int) -> dict[str, Any]:
+    return driver.run_wrk(  # type: ignore[no-any-return]
+        url, script, seconds, conns, THREADS, WRK_TIMEOUT_S, (str(salt),)
+    )
 
 
 # --- gateway /metrics and /admin/models ---------------------------------------------------
 
 
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("mme_") and " " in line:
-            name, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                values[name] = float(value)
-    return values
-
-
-def metric(values: dict[str, float], prefix: str) -> float:
-    """A series, or the sum of all label sets of ``prefix`` (e.g. mme_invocations_total)."""
-    return sum(v for k, v in values.items() if k == prefix or k.startswith(prefix + "{"))
+scrape = driver.scrape
+metric = driver.metric
 
 
 def admin_rows(port: int) -> list[dict[str, object]]:

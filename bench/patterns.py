@@ -38,6 +38,7 @@ import time
 import urllib.request
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 _spec = importlib.util.spec_from_file_location("bench_driver", ROOT / "bench" / "bench.py")
@@ -145,54 +146,16 @@ def lua_script(tmp: Path, pattern: str) -> Path:
     return path
 
 
-def run_wrk(url: str, script: Path, seconds: int, salt: int) -> dict[str, object]:
-    cmd = [
-        "wrk", f"-t{THREADS}", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency",
-        "--timeout", f"{WRK_TIMEOUT_S}s", "-s", str(script), url, "--", str(salt),
-    ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60)
-    out = done.stdout
-    units = driver._UNITS
-    total = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m)", out)
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not total or not rps:
-        raise RuntimeError(f"could not parse wrk output:\n{out}\n{done.stderr}")
-    latency = {
-        int(m[1]): float(m[2]) * units[m[3]]
-        for m in re.finditer(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.M)
-    }
-    non_2xx = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", out))
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    status = re.search(r"STATUS 429=(\d+) 5xx=(\d+) other=(\d+)", out)
-    return {
-        "requests": int(total[1]),
-        "seconds": float(total[2]) * units[total[3]] / 1e3,
-        "rps": float(rps[1]),
-        "p50_ms": latency.get(50, float("nan")),
-        "p99_ms": latency.get(99, float("nan")),
-        "non_2xx": non_2xx,
-        "socket_errors": sum(int(n) for n in sock.groups()) if sock else 0,
-        "status": (
-            {"429": int(status[1]), "5xx": int(status[2]), "other": int(status[3])}
-            if status
-            else {}
-        ),
-    }
+def run_wrk(url: str, script: Path, seconds: int, salt: int) -> dict[str, Any]:
+    return driver.run_wrk(  # type: ignore[no-any-return]
+        url, script, seconds, CONNECTIONS, THREADS, WRK_TIMEOUT_S, (str(salt),)
+    )
 
 
 # --- gateway /metrics ---------------------------------------------------------------------
 
 
-def scrape(port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line.startswith("mme_") and " " in line:
-            name, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                values[name] = float(value)
-    return values
+scrape = driver.scrape
 
 
 def delta(after: dict[str, float], before: dict[str, float], name: str) -> int:
