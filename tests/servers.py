@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,20 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "triton_repo_template" / "examples"
+
+
+def example_copy(src: str, folder: Path, **parameters: str) -> Path:
+    """An example model copied to ``folder``, with config parameters set (as protobuf text)."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    shutil.copytree(EXAMPLES / src, folder)
+    config = model_config_pb2.ModelConfig()
+    text_format.Parse((folder / "config.pbtxt").read_text(), config)
+    for key, value in parameters.items():
+        config.parameters[key].string_value = value
+    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return folder
 
 
 def free_port() -> int:

@@ -4,20 +4,16 @@ count is read from Triton itself, and every request during both is answered corr
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
-
 from gateway.resolve import resolve_target
 from gateway.store.archive import package_model
 from tests.conftest import runtime_client
-from tests.servers import EXAMPLES, Gateway
+from tests.servers import Gateway, example_copy
 
 BODY = json.dumps(
     {"inputs": [{"name": "INPUT0", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}
@@ -25,13 +21,9 @@ BODY = json.dumps(
 
 
 def _slow_model(store: Path) -> None:
-    folder = store.parent / "slow"
-    shutil.copytree(EXAMPLES / "memory_hog", folder)
-    config = model_config_pb2.ModelConfig()
-    text_format.Parse((folder / "config.pbtxt").read_text(), config)
-    config.parameters["ALLOCATE_MB"].string_value = "1"
-    config.parameters["EXECUTE_DELAY_S"].string_value = "0.05"
-    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    folder = example_copy(
+        "memory_hog", store.parent / "slow", ALLOCATE_MB="1", EXECUTE_DELAY_S="0.05"
+    )
     package_model(folder, store / "slow.tar.gz")
 
 

@@ -5,19 +5,16 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import tarfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from gateway.store.archive import package_model
 from tests.conftest import BUCKET, PREFIX, runtime_client
-from tests.servers import EXAMPLES, Gateway
+from tests.servers import Gateway, example_copy
 
 BODY = json.dumps(
     {"inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
@@ -26,12 +23,7 @@ BODY = json.dumps(
 
 def _counting_archive(tmp_path: Path, log: Path) -> Path:
     """load_counter with LOAD_LOG set: its initialize() appends a line per real Triton load."""
-    model = tmp_path / "load_counter"
-    shutil.copytree(EXAMPLES / "load_counter", model)
-    config = model_config_pb2.ModelConfig()
-    text_format.Parse((model / "config.pbtxt").read_text(), config)
-    config.parameters["LOAD_LOG"].string_value = str(log)
-    (model / "config.pbtxt").write_text(text_format.MessageToString(config))
+    model = example_copy("load_counter", tmp_path / "load_counter", LOAD_LOG=str(log))
     archive = tmp_path / "load_counter.tar.gz"
     package_model(model, archive)
     return archive

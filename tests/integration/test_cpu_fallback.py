@@ -7,14 +7,11 @@ load, its CPU override and the inference all go through the real tritonserver.
 from __future__ import annotations
 
 import dataclasses
-import shutil
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 from aiohttp import web
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from gateway import app as app_module
 from gateway.errors import InsufficientMemory
@@ -22,7 +19,7 @@ from gateway.keys import CONTROL, LOADER, REGISTRY
 from gateway.memory.base import DeviceMemory, MemorySnapshot
 from gateway.resolve import resolve_target
 from gateway.settings import Settings
-from tests.servers import EXAMPLES, free_port
+from tests.servers import example_copy, free_port
 
 GiB = 1024**3
 
@@ -42,13 +39,7 @@ class FullGpu:
 
 def _store(tmp_path: Path, allow: bool) -> Path:
     store = tmp_path / "store"
-    model = store / "gpu_model"
-    shutil.copytree(EXAMPLES / "gpu_add_one", model)
-    config = model_config_pb2.ModelConfig()
-    text_format.Parse((model / "config.pbtxt").read_text(), config)
-    if allow:
-        config.parameters["cpu_fallback"].string_value = "true"
-    (model / "config.pbtxt").write_text(text_format.MessageToString(config))
+    example_copy("gpu_add_one", store / "gpu_model", **({"cpu_fallback": "true"} if allow else {}))
     return store
 
 

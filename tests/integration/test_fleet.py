@@ -7,7 +7,6 @@ import csv
 import http.client
 import io
 import json
-import shutil
 import threading
 import time
 import urllib.error
@@ -17,12 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from deploy.fleet import HAProxy, Pool
 from gateway.store.archive import package_model
-from tests.servers import EXAMPLES, Gateway, free_port, wait_http
+from tests.servers import EXAMPLES, Gateway, example_copy, free_port, wait_http
 
 BODY = json.dumps(
     {"inputs": [{"name": "INPUT0", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}
@@ -79,13 +76,9 @@ class Fleet:
 
 
 def _hot_model(store: Path) -> None:
-    folder = store.parent / "hot-src"
-    shutil.copytree(EXAMPLES / "memory_hog", folder)
-    config = model_config_pb2.ModelConfig()
-    text_format.Parse((folder / "config.pbtxt").read_text(), config)
-    config.parameters["ALLOCATE_MB"].string_value = "1"
-    config.parameters["EXECUTE_DELAY_S"].string_value = "0.2"
-    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    folder = example_copy(
+        "memory_hog", store.parent / "hot-src", ALLOCATE_MB="1", EXECUTE_DELAY_S="0.2"
+    )
     package_model(folder, store / "hot.tar.gz")
 
 

@@ -17,13 +17,11 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from google.protobuf import text_format
-from tritonclient.grpc import model_config_pb2
 
 from gateway.resolve import resolve_target
 from gateway.store.archive import package_model
 from tests.conftest import runtime_client
-from tests.servers import EXAMPLES, Gateway
+from tests.servers import EXAMPLES, Gateway, example_copy
 
 BODY = json.dumps(
     {"inputs": [{"name": "INPUT0", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}
@@ -33,13 +31,7 @@ MiB = 1024 * 1024
 
 def _variant(src: str, out: Path, **parameters: str) -> Path:
     """An example model with some config parameters changed, packaged as ``out``."""
-    folder = out.parent / (out.name + ".src")
-    shutil.copytree(EXAMPLES / src, folder)
-    config = model_config_pb2.ModelConfig()
-    text_format.Parse((folder / "config.pbtxt").read_text(), config)
-    for key, value in parameters.items():
-        config.parameters[key].string_value = value
-    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+    folder = example_copy(src, out.parent / (out.name + ".src"), **parameters)
     package_model(folder, out)
     shutil.rmtree(folder)
     return out

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import json
-import shutil
 import urllib.request
 from pathlib import Path
 
-from google.protobuf import text_format
 from prometheus_client.parser import text_string_to_metric_families
-from tritonclient.grpc import model_config_pb2
 
 from gateway.store.archive import package_model
 from tests.conftest import runtime_client
-from tests.servers import EXAMPLES, Gateway
+from tests.servers import Gateway, example_copy
 
 BODY = json.dumps(
     {"inputs": [{"name": "INPUT0", "shape": [1, 1], "datatype": "FP32", "data": [1]}]}
@@ -33,12 +30,7 @@ def _scrape(gateway: Gateway) -> tuple[dict[tuple[str, tuple[tuple[str, str], ..
 
 def _hog(folder: Path, allocate_mb: int) -> Path:
     """memory_hog holding ``allocate_mb`` of real memory: its footprint dwarfs the noise."""
-    shutil.copytree(EXAMPLES / "memory_hog", folder)
-    config = model_config_pb2.ModelConfig()
-    text_format.Parse((folder / "config.pbtxt").read_text(), config)
-    config.parameters["ALLOCATE_MB"].string_value = str(allocate_mb)
-    (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
-    return folder
+    return example_copy("memory_hog", folder, ALLOCATE_MB=str(allocate_mb))
 
 
 def _invoke(gateway: Gateway, target: str) -> None:
