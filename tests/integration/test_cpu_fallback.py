@@ -52,7 +52,7 @@ async def _run(tmp_path: Path, monkeypatch, allow: bool, flag: bool):
         triton_http_port=free_port(),
         triton_grpc_port=free_port(),
         triton_metrics_port=free_port(),
-        memory_headroom=0,
+        memory_headroom="0",
         min_model_memory=512 * 2**20,
         cpu_fallback_on_oom=flag,
     )

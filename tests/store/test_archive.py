@@ -504,7 +504,7 @@ def test_s3_progress_logs_every_tenth_of_a_large_download(caplog):
     with caplog.at_level(logging.INFO, logger="gateway.store.s3"):
         while stream.read(total // 64):  # small reads, as tarfile makes them
             pass
-    percents = [int(re.search(r"\((\d+)%\)", r.getMessage()).group(1)) for r in caplog.records]
+    percents = [int(re.findall(r"\((\d+)%\)", r.getMessage())[0]) for r in caplog.records]
     # one line per tenth, each at the first read past it (a read is 1.6 % of the archive)
     assert len(percents) == 10
     assert all(10 * i <= p <= 10 * i + 2 for i, p in enumerate(percents, start=1))
