@@ -19,106 +19,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from gateway.errors import InsufficientMemory, ModelError, ServiceUnavailable
-from gateway.loading.autoscale import Autoscaler
-from gateway.loading.capacity import Capacity
-from gateway.loading.eviction import make_policy
-from gateway.loading.loader import Loader
-from gateway.loading.reconcile import Reconciler
 from gateway.loading.registry import ModelEntry, ModelState, Registry
-from gateway.memory.base import DeviceMemory, MemorySnapshot
-from gateway.metrics import Metrics
-from gateway.resolve import ModelRef, resolve_target
+from gateway.resolve import resolve_target
 from gateway.settings import Settings
-from gateway.store.cache import Materialized
-
-MiB = 1 << 20
-MODELS = [f"m{i}.tar.gz" for i in range(5)]
-TRUE_SIZE = {resolve_target(t).triton_name: (40 + 30 * i) * MiB for i, t in enumerate(MODELS)}
-CONFIG = (
-    'name: "m" backend: "python" max_batch_size: 4\n'
-    'input [{ name: "INPUT0" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
-    'output [{ name: "OUTPUT0" data_type: TYPE_FP32 dims: [ 1 ] }]\n'
-    "instance_group [{ kind: KIND_CPU count: 1 }]\n"
-    'parameters { key: "mme_max_instances" value: { string_value: "2" } }\n'
-)
-
-
-class FakeTriton:
-    """Triton's control plane as plain data: loads wait until a rule decides their outcome."""
-
-    def __init__(self) -> None:
-        self.ready: dict[str, int] = {}
-        """Model -> instances, for models Triton holds READY."""
-        self.pending: dict[str, asyncio.Future[None]] = {}
-        self.failing_unloads: set[str] = set()
-
-    async def load(self, name: str, config: str | None = None) -> None:
-        if name in self.ready:  # a reload with an instance-count override
-            self.ready[name] = 2 if config and '"count": 2' in config else 1
-            return
-        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.pending[name] = outcome
-        try:
-            await outcome
-        finally:
-            self.pending.pop(name, None)
-        self.ready[name] = 1
-
-    async def unload(self, name: str) -> None:
-        if name in self.failing_unloads:
-            raise ServiceUnavailable(f"unload of {name} timed out")
-        self.ready.pop(name, None)
-
-    async def repository_index(self) -> list[dict[str, Any]]:
-        return [{"name": n, "state": "READY"} for n in self.ready]
-
-    async def model_ready(self, name: str) -> bool:
-        return name in self.ready
-
-    def restart(self) -> None:
-        self.ready.clear()
-        for outcome in self.pending.values():
-            if not outcome.done():
-                outcome.set_exception(ServiceUnavailable("Triton restarted"))
-
-
-class FakeMonitor:
-    """The host reading: what Triton truly holds (which the gateway does not know)."""
-
-    kind = "host"
-
-    def __init__(self, triton: FakeTriton, budget: int) -> None:
-        self._triton = triton
-        self.budget = budget
-
-    def used(self) -> int:
-        return 30 * MiB + sum(TRUE_SIZE[n] * i for n, i in self._triton.ready.items())
-
-    async def snapshot(self) -> MemorySnapshot:
-        return MemorySnapshot("host", (DeviceMemory(0, self.budget, self.used()),))
-
-    async def held_by(self, pids: list[int]) -> int | None:
-        names = list(TRUE_SIZE)
-        return sum(TRUE_SIZE[names[p]] * self._triton.ready.get(names[p], 0) for p in pids)
-
-    async def model_pids(self, name: str) -> list[int]:
-        return [list(TRUE_SIZE).index(name)] if name in self._triton.ready else []
-
-
-class FakeCache:
-    """Every model already on disk, in a real folder (the loader reads its config)."""
-
-    def __init__(self, root: Path) -> None:
-        self._root = root
-
-    async def materialize(self, ref: ModelRef, prepare: Callable[[Path], None]) -> Materialized:
-        folder = self._root / ref.triton_name
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "config.pbtxt").write_text(CONFIG)
-        return Materialized(folder, hit=True, bytes=MiB, fetched=None)
-
-    async def remove(self, ref: ModelRef) -> None:
-        pass
+from tests.loading.fakes import MODELS, MiB, run_inline, stack
 
 
 class Guarded(Registry):
@@ -155,6 +59,7 @@ class Lifecycle(RuleBasedStateMachine):
         import tempfile
 
         self.loop = asyncio.new_event_loop()
+        run_inline(self.loop)
         self.tmp = tempfile.TemporaryDirectory()
         self.settings = Settings(
             memory_budget=300 * MiB,
@@ -165,34 +70,10 @@ class Lifecycle(RuleBasedStateMachine):
             max_instances=2,
             cache_dir=Path(self.tmp.name),
         )
-        self.triton = FakeTriton()
-        self.monitor = FakeMonitor(self.triton, self.settings.memory_budget)
-        self.registry = Guarded()
-        policy = make_policy("gdsf-decay")
-        control = cast(Any, self.triton)
-        self.capacity = Capacity(
-            self.settings,
-            self.registry,
-            control,
-            {"host": cast(Any, self.monitor)},
-            policy,
-            Metrics(),
-            self.monitor.model_pids,
-        )
-        self.loader = Loader(
-            self.settings,
-            self.registry,
-            cast(Any, FakeCache(Path(self.tmp.name) / "models")),
-            control,
-            self.capacity,
-            policy,
-            Metrics(),
-            gpu_available=False,
-        )
-        self.reconciler = Reconciler(
-            self.settings, self.registry, control, self.capacity, self.loader, policy
-        )
-        self.autoscaler = Autoscaler(self.settings, self.registry, control, self.capacity)
+        parts = stack(self.settings, Guarded())
+        self.triton, self.registry = parts.triton, cast(Guarded, parts.registry)
+        self.capacity, self.loader = parts.capacity, parts.loader
+        self.reconciler, self.autoscaler = parts.reconciler, parts.autoscaler
         self.requests: list[asyncio.Task[None]] = []
         self.release = asyncio.Event()
         self.scales: list[asyncio.Task[None]] = []
@@ -211,7 +92,7 @@ class Lifecycle(RuleBasedStateMachine):
 
     # driving the loop
 
-    def _run(self, turns: int = 10) -> None:
+    def _run(self, turns: int = 100) -> None:
         async def spin() -> None:
             for _ in range(turns):
                 await asyncio.sleep(0)
@@ -221,7 +102,7 @@ class Lifecycle(RuleBasedStateMachine):
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         return self.loop.create_task(coro)
 
-    async def _request(self, target: str) -> None:
+    async def _request(self, target: str, hold: bool) -> None:
         ref = resolve_target(target)
         try:
             entry = await self.loader.ensure_loaded(ref, deadline=self.loop.time() + 60)
@@ -230,14 +111,17 @@ class Lifecycle(RuleBasedStateMachine):
         if entry.state is not ModelState.READY:
             return
         with self.registry.pin(entry):
-            await self.release.wait()
+            if hold:  # in flight until finish_requests
+                await self.release.wait()
+            else:
+                await asyncio.sleep(0)
 
     # rules
 
-    @rule(model=st.sampled_from(MODELS))
-    def request(self, model: str) -> None:
+    @rule(model=st.sampled_from(MODELS), hold=st.booleans())
+    def request(self, model: str, hold: bool) -> None:
         self.release = asyncio.Event() if self.release.is_set() else self.release
-        self.requests.append(self._spawn(self._request(model)))
+        self.requests.append(self._spawn(self._request(model, hold)))
         self._run()
 
     @rule()
@@ -260,7 +144,7 @@ class Lifecycle(RuleBasedStateMachine):
             future.set_exception(ModelError("initialize failed", 500, "initialize failed"))
         else:
             future.set_exception(InsufficientMemory("CUDA out of memory"))
-        self._run(40)
+        self._run(300)
 
     @rule(pick=st.integers(min_value=0, max_value=4))
     def evict(self, pick: int) -> None:
@@ -268,18 +152,20 @@ class Lifecycle(RuleBasedStateMachine):
         if idle:
             name = idle[pick % len(idle)].ref.triton_name
             self.others.append(self._spawn(self.capacity.unload(name)))
-        self._run(40)
+        self._run(300)
 
     @rule(model=st.sampled_from(MODELS), failing=st.booleans())
     def unloads_fail(self, model: str, failing: bool) -> None:
         name = resolve_target(model).triton_name
         (self.triton.failing_unloads.add if failing else self.triton.failing_unloads.discard)(name)
 
-    @rule()
-    def triton_restarts(self) -> None:
+    @rule(chance=st.integers(min_value=0, max_value=5))
+    def triton_restarts(self, chance: int) -> None:
+        if chance:
+            return  # rarer than the other events, so models get to be loaded in between
         self.triton.restart()
         self.registry.reset()  # what the supervisor does
-        self._run(40)
+        self._run(300)
 
     @rule(pick=st.integers(min_value=0, max_value=4), up=st.booleans())
     def autoscale(self, pick: int, up: bool) -> None:
@@ -287,16 +173,16 @@ class Lifecycle(RuleBasedStateMachine):
         if ready:
             entry = ready[pick % len(ready)]
             self.scales.append(self._spawn(self.autoscaler.scale(entry, 2 if up else 1)))
-        self._run(40)
+        self._run(300)
 
     @rule()
     def reconcile(self) -> None:
         self.others.append(self._spawn(self.reconciler.once()))
-        self._run(40)
+        self._run(300)
 
     @rule()
     def settle(self) -> None:
-        self._run(100)
+        self._run(600)
 
     # invariants
 
@@ -341,8 +227,8 @@ def _entries(machine: Lifecycle) -> list[ModelEntry]:
 
 
 Lifecycle.TestCase.settings = settings(
-    max_examples=60,
-    stateful_step_count=30,
+    max_examples=100,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
