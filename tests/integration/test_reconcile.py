@@ -15,22 +15,14 @@ from tests.integration.test_memory import _triton_ready
 from tests.servers import EXAMPLES, Gateway, StandaloneTriton
 
 
-def _beside(triton: StandaloneTriton, store: Path, cache: Path, *args: str) -> Gateway:
-    return Gateway(
-        store=str(store),
-        cache_dir=cache,
-        args=[
-            "--triton-url",
-            f"http://127.0.0.1:{triton.http_port}",
-            "--triton-grpc-port",
-            str(triton.grpc_port),
-            "--triton-model-repository",
-            str(triton.repository),
-            "--reconcile-interval",
-            "0.5",
-            *args,
-        ],  # fmt: skip
-    ).start()
+def _beside(triton: StandaloneTriton, store: Path, cache: Path) -> Gateway:
+    args = [
+        "--triton-url", f"http://127.0.0.1:{triton.http_port}",
+        "--triton-grpc-port", str(triton.grpc_port),
+        "--triton-model-repository", str(triton.repository),
+        "--reconcile-interval", "0.5",
+    ]  # fmt: skip
+    return Gateway(store=str(store), cache_dir=cache, args=args).start()
 
 
 def _until(check, timeout: float = 15) -> None:
