@@ -127,7 +127,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[METRICS].evictions.labels(tier="disk").inc,
         variant_stores,
     )
-    app[METRICS].state.disk = lambda: (cache.used, cache.budget)
+    app[METRICS].watch_disk(lambda: (cache.used, cache.budget))
     await asyncio.to_thread(cache.prepare_dirs)
     log.info("disk cache: %d MiB used of a %d MiB budget", cache.used >> 20, cache.budget >> 20)
     yield

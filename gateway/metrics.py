@@ -74,6 +74,8 @@ class Metrics:
         )
         self.failed_loads = Counter("mme_model_load_failures", "Loads that failed.", registry=r)
         self.state = _StateCollector(per_model, entries)
+        self.watch_disk = self.state.watch_disk
+        self.record_memory = self.state.snapshots.__setitem__
         r.register(self.state)
         self._by_code: dict[int, Callable[[], None]] = {}
 
@@ -94,6 +96,10 @@ class _StateCollector(Collector):
         self.entries = entries
         self.snapshots: dict[str, MemorySnapshot] = {}
         self.disk: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    def watch_disk(self, usage: Callable[[], tuple[int, int]]) -> None:
+        """Read the disk cache's (used, budget) at scrape time, once the cache exists."""
+        self.disk = usage
 
     def collect(self) -> Iterable[Metric]:
         entries = list(self.entries())

@@ -19,10 +19,9 @@ TRITON_SCRAPE_TIMEOUT_S = 1.0
 
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
-    state = app[METRICS].state
     for kind, monitor in app[CAPACITY].monitors.items():
         with suppress(GatewayError):
-            state.snapshots[kind] = await monitor.snapshot()
+            app[METRICS].record_memory(kind, await monitor.snapshot())
     body = generate_latest(app[METRICS].registry) + await _triton_series(app)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

@@ -170,7 +170,7 @@ class Autoscaler:
                 await self._control.load(name, override)
                 instances, config = target, override
                 memory = memory * target // max(old, 1)  # the next readings correct it
-                self._capacity.footprints[name] = memory
+                self._capacity.remember(name, memory)
         except GatewayError as exc:
             log.warning("scaling %s from %d to %d instances failed: %s", name, old, target, exc)
             return

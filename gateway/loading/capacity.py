@@ -92,7 +92,7 @@ class Capacity:
         self._locks = {kind: asyncio.Lock() for kind in monitors}
         self._ledger: set[Reservation] = set()
         self._unloads: dict[str, asyncio.Task[None]] = {}
-        self.footprints: dict[str, int] = {}
+        self._footprints: dict[str, int] = {}
         """Measured memory per Triton model name, remembered across unloads."""
 
     # the ledger
@@ -115,16 +115,23 @@ class Capacity:
         return "gpu" if "gpu" in self.monitors and not cpu_only else "host"
 
     def need(self, triton_name: str, disk_bytes: int, declared: int | None = None) -> int:
-        known = self.footprints.get(triton_name)
+        known = self._footprints.get(triton_name)
         if known is not None:
             return known
         if declared:
             return declared
         return max(int(disk_bytes * ESTIMATE_FACTOR), self._settings.min_model_memory)
 
+    def footprint(self, triton_name: str) -> int | None:
+        return self._footprints.get(triton_name)
+
+    def remember(self, triton_name: str, footprint: int) -> None:
+        """A reading (or a scale-down) says what the model holds now."""
+        self._footprints[triton_name] = footprint
+
     def raise_estimate(self, triton_name: str, need: int) -> None:
         """Triton ran out of memory anyway: the estimate was too low; ask for twice as much."""
-        self.footprints[triton_name] = 2 * need
+        self._footprints[triton_name] = 2 * need
 
     def headroom(self, kind: str, snapshot: MemorySnapshot) -> int:
         largest = max((d.total for d in snapshot.devices), default=0)
@@ -253,7 +260,7 @@ class Capacity:
         (InsufficientMemory if the model does not fit even alone). ``base``: what it held
         before, for a model that grew."""
         footprint = await self._measure(ref, reservation, base)
-        self.footprints[ref.triton_name] = footprint
+        self._footprints[ref.triton_name] = footprint
         await self._enforce(ref, reservation.kind, footprint)
         return footprint
 

@@ -137,7 +137,8 @@ class Reconciler:
                 max_instances=maximum if self._settings.autoscale else view.instances,
             ),
         )
-        self._capacity.footprints.setdefault(name, memory)
+        if self._capacity.footprint(name) is None:
+            self._capacity.remember(name, memory)
         self._policy.record_load(name, memory, 1.0)
         log.info("adopted %s, which Triton already holds", ref.name)
 
@@ -147,4 +148,4 @@ class Reconciler:
             held = await self._capacity.held(entry.ref.triton_name)
             if held and entry.state is ModelState.READY and not entry.scaling:
                 self._registry.measured(entry, held)
-                self._capacity.footprints[entry.ref.triton_name] = held
+                self._capacity.remember(entry.ref.triton_name, held)

@@ -86,7 +86,7 @@ async def test_loader_uses_a_declared_need_before_the_first_load(tmp_path):
     parts = _stack(tmp_path, memory_budget=200 * MiB)
     assert parts.capacity.need("x", disk_bytes=MiB, declared=500 * MiB) == 500 * MiB
     assert parts.capacity.need("x", disk_bytes=MiB) == 32 * MiB
-    parts.capacity.footprints["x"] = 70 * MiB
+    parts.capacity.remember("x", 70 * MiB)
     assert parts.capacity.need("x", disk_bytes=MiB, declared=500 * MiB) == 70 * MiB
 
 
@@ -100,7 +100,7 @@ async def test_loader_model_larger_than_the_budget_is_507_and_remembered(tmp_pat
     with pytest.raises(InsufficientMemory):
         await waiting
     assert parts.triton.ready == {}  # unloaded again
-    assert parts.capacity.footprints[ref.triton_name] == 160 * MiB
+    assert parts.capacity.footprint(ref.triton_name) == 160 * MiB
     with pytest.raises(InsufficientMemory):
         await parts.loader.ensure_loaded(ref, 1e9)
     assert parts.triton.pending == {}  # the second answer needed no load
