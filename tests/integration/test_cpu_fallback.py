@@ -33,6 +33,9 @@ class FullGpu:
     async def snapshot(self) -> MemorySnapshot:
         return MemorySnapshot("gpu", (DeviceMemory(0, 16 * GiB, 16 * GiB - 100 * 2**20),))
 
+    async def held_by(self, pids: list[int]) -> int | None:
+        return None  # per-process figures are not faked: attribution falls back to deltas
+
     def close(self) -> None:
         return None
 
