@@ -132,6 +132,13 @@ class Settings:
     """One line per request: request id, target model, status, latency, cache hit."""
     print_examples: bool = False
     """Print ready-to-paste curl and AWS CLI invocations once the gateway is up."""
+    max_model_size: int = 0
+    """Most bytes one model may unpack to on disk, enforced while extracting (a larger
+    archive is refused with 400); 0: the disk cache budget."""
+    max_archive_members: int = 10_000
+    """Most files, folders and links in one model archive or folder (more is refused, 400)."""
+    download_stall_timeout: float = 30.0
+    """Seconds a model download may go without receiving a byte before it fails."""
 
     @property
     def repository(self) -> Path:
@@ -173,6 +180,7 @@ _SIZE_FIELDS = {
     "memory_headroom",
     "min_model_memory",
     "cache_disk_budget",
+    "max_model_size",
 }
 
 
