@@ -25,6 +25,7 @@ from typing import Any, BinaryIO, cast
 import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+from urllib3.exceptions import HTTPError
 
 from gateway.errors import GatewayError, ModelNotFound, ServiceUnavailable, ValidationError
 from gateway.store.archive import Limits, extract_tar
@@ -53,6 +54,10 @@ class Progress:
 
     def __init__(self, stream: Any, total: int, url: str, limits: Limits | None = None) -> None:
         self._stream = stream
+        # urllib3's read1 returns what has arrived; botocore's StreamingBody only offers
+        # read(n), which blocks until n bytes. Its raw stream is the urllib3 response.
+        raw = getattr(stream, "_raw_stream", stream)
+        self._read1 = getattr(raw, "read1", stream.read)
         self._total = total
         self._url = url
         self._limits = limits
@@ -60,15 +65,34 @@ class Progress:
         self._next = PROGRESS_STEP if total >= PROGRESS_MIN_BYTES else 2.0
 
     def read(self, size: int = -1) -> bytes:
+        """Up to ``size`` bytes, fewer only at the end (tarfile expects full reads); built
+        from partial reads, so a cancelled fetch stops within one network read even when
+        the body trickles in."""
+        parts: list[bytes] = []
+        wanted = size if size >= 0 else 1 << 62
+        got = 0
+        while got < wanted:
+            data = self._read_some(min(wanted - got, _DRAIN))
+            if not data:
+                break
+            parts.append(data)
+            got += len(data)
+        data = b"".join(parts)
+        self.done += len(data)
+        if got < wanted and self.done < self._total:
+            raise BodyCut(f"body ended after {self.done} of {self._total} bytes")
+        self._log_progress()
+        return data
+
+    def _read_some(self, size: int) -> bytes:
         if self._limits is not None:
             self._limits.check_cancel()
         try:
-            data: bytes = self._stream.read(size)
-        except (BotoCoreError, OSError) as exc:  # botocore wraps urllib3's errors
+            return bytes(self._read1(size))
+        except (BotoCoreError, OSError, HTTPError) as exc:  # a reset, a stall, a short body
             raise BodyCut(f"read failed after {self.done} of {self._total} bytes: {exc}") from exc
-        self.done += len(data)
-        if not data and size != 0 and self.done < self._total:
-            raise BodyCut(f"body ended after {self.done} of {self._total} bytes")
+
+    def _log_progress(self) -> None:
         if self._total and self.done / self._total >= self._next:
             log.info(
                 "downloading %s: %d of %d bytes (%.0f%%)",
@@ -78,7 +102,6 @@ class Progress:
                 100 * self.done / self._total,
             )
             self._next += PROGRESS_STEP
-        return data
 
     def drain(self) -> None:
         """Read what tarfile left after the archive's end (padding), so the whole body is
