@@ -35,7 +35,7 @@ _MISSING = {"NoSuchKey", "404", "NotFound"}
 PROGRESS_MIN_BYTES = 64 * 1024 * 1024
 PROGRESS_STEP = 0.1
 MAX_ATTEMPTS = 4
-"""Attempts per S3 request (botocore's standard retry mode)."""
+"""Attempts per S3 request, the first included (botocore's standard retry mode)."""
 CONNECT_TIMEOUT = 10.0
 DOWNLOADS_PER_MODEL = 2
 """A body cut short is downloaded once more before the fetch fails."""
@@ -145,7 +145,8 @@ def map_s3_errors(key: str, url: str) -> Iterator[None]:
 
 def s3_config(stall_timeout: float) -> Config:
     return Config(
-        retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+        # total_max_attempts counts the first attempt; botocore's max_attempts counts retries.
+        retries={"mode": "standard", "total_max_attempts": MAX_ATTEMPTS},
         connect_timeout=CONNECT_TIMEOUT,
         read_timeout=stall_timeout,
     )

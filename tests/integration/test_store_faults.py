@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from tests.conftest import AWS_ENV, BUCKET, PREFIX, runtime_client
 from tests.faultproxy import FaultProxy
@@ -26,8 +27,15 @@ GOOD = json.dumps(
 CONFIG = b'backend: "python"\nmax_batch_size: 0\n'
 
 
+def client_for(gateway: Gateway) -> Any:
+    """A runtime client that tries once (botocore's max_attempts counts retries)."""
+    return runtime_client(
+        gateway, read_timeout=120, retries={"mode": "standard", "total_max_attempts": 1}
+    )
+
+
 def invoke(gateway: Gateway, target: str) -> list[float]:
-    client = runtime_client(gateway, read_timeout=120)
+    client = client_for(gateway)
     response = client.invoke_endpoint(
         EndpointName="e", TargetModel=target, ContentType="application/json", Body=GOOD
     )
@@ -134,7 +142,7 @@ def test_s3_body_cut_once_is_retried_and_served(faulty_gateway, faults, s3, arch
 def test_s3_body_cut_twice_is_clean_error(faulty_gateway, faults, s3, archive):
     target = put(s3, "faults/cut-twice/add_one.tar.gz", archive)
     faults.cut_next(2, after_bytes=len(archive) // 2)
-    client = runtime_client(faulty_gateway)
+    client = client_for(faulty_gateway)
 
     with pytest.raises(client.exceptions.ServiceUnavailable) as info:
         invoke(faulty_gateway, target)
@@ -173,7 +181,7 @@ def test_s3_slow_object_does_not_hold_up_others(faulty_gateway, faults, s3, arch
 
 def test_s3_bomb_archive_is_validation_error(faulty_gateway, s3):
     target = put(s3, "faults/bomb.tar.gz", gz_tar(model_members(), zeros=2 << 30))
-    client = runtime_client(faulty_gateway)
+    client = client_for(faulty_gateway)
 
     with pytest.raises(client.exceptions.ValidationError) as info:
         invoke(faulty_gateway, target)
@@ -185,7 +193,7 @@ def test_s3_bomb_archive_is_validation_error(faulty_gateway, s3):
 
 
 def test_load_error_keeps_first_line_without_paths(faulty_gateway):
-    client = runtime_client(faulty_gateway)
+    client = client_for(faulty_gateway)
 
     with pytest.raises(client.exceptions.ModelError) as info:
         invoke(faulty_gateway, "broken_init.tar.gz")
@@ -221,9 +229,12 @@ def test_enospc_during_extraction_is_insufficient_memory(tmp_path, small_disk, s
     gateway.env = {**AWS_ENV}
     gateway.start()
     try:
-        client = runtime_client(gateway)
-        with pytest.raises(client.exceptions.InsufficientMemory, match="disk"):
+        with pytest.raises(ClientError) as info:  # 507 is not in botocore's model
             invoke(gateway, target)
+        error = info.value.response
+        assert error["ResponseMetadata"]["HTTPStatusCode"] == 507
+        assert error["Error"]["Code"] == "InsufficientMemory"
+        assert "disk" in error["Error"]["Message"]
         assert incoming(gateway, repository) == []
         assert invoke(gateway, "add_one.tar.gz") == [2.0, 3.0, 4.0]
     finally:
@@ -240,7 +251,7 @@ def test_load_timeout_leaves_nothing_in_incoming(tmp_path, s3, s3_store, proxy, 
     proxy.clear()
     proxy.slow("faults/timeout/", bytes_per_s=max(len(archive) // 30, 1))  # about 30 s
     try:
-        client = runtime_client(gateway)
+        client = client_for(gateway)
         started = time.monotonic()
         with pytest.raises(client.exceptions.ServiceUnavailable, match="did not load"):
             invoke(gateway, target)
@@ -251,3 +262,31 @@ def test_load_timeout_leaves_nothing_in_incoming(tmp_path, s3, s3_store, proxy, 
     finally:
         proxy.clear()
         gateway.stop()
+
+
+def test_long_path_segment_with_local_store_is_validation_error(local_gateway):
+    client = client_for(local_gateway)
+
+    for target in ("x" * 300 + ".tar.gz", "x" * 300, "a/" + "y" * 300 + "/m.tar.gz"):
+        with pytest.raises(client.exceptions.ValidationError, match="255"):
+            invoke(local_gateway, target)
+    assert invoke(local_gateway, "add_one.tar.gz") == [2.0, 3.0, 4.0]
+
+
+def test_distinct_archive_forms_are_distinct_models(faulty_gateway, s3, archives):
+    """m.tar.gz and m.tgz are two models: each answers with its own archive's model."""
+    put(s3, "forms/m.tar.gz", archives["add_one"].read_bytes())
+    put(s3, "forms/m.tgz", archives["linear_regression"].read_bytes())
+
+    assert invoke(faulty_gateway, "forms/m.tar.gz") == [2.0, 3.0, 4.0]
+    client = client_for(faulty_gateway)
+
+    def csv(target: str) -> bytes:
+        response = client.invoke_endpoint(
+            EndpointName="e", TargetModel=target, ContentType="text/csv", Body=b"1.0,2.0,5.0"
+        )
+        return bytes(response["Body"].read())
+
+    assert csv("forms/m.tgz") == csv("linear_regression.tar.gz") != csv("forms/m.tar.gz")
+    with pytest.raises(client.exceptions.ValidationError):
+        invoke(faulty_gateway, "forms/m.tar")  # not in the store, whatever else is loaded
