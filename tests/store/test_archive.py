@@ -145,6 +145,37 @@ def test_normalize_layout_one_top_folder(dest: Path) -> None:
     assert (dest / "1" / "model.py").read_bytes() == MODEL_PY
 
 
+@pytest.mark.parametrize(
+    ("link", "target"),
+    [
+        ("top/1/m", "../../other/1/m"),  # inside the archive; a sibling model once flattened
+        ("top/1/x", "../../extra.txt"),  # the file beside the top folder stays behind
+        ("top/1/up", "../.."),
+    ],
+)
+def test_normalize_layout_link_leaving_final_layout_refused(
+    dest: Path, link: str, target: str
+) -> None:
+    members = [*model_members("top/"), ("extra.txt", "file", b"x"), (link, "sym", target)]
+    extract(make_tar(members), dest)  # every link stays inside the archive as it is
+
+    with pytest.raises(ValidationError, match="outside the model in its final layout"):
+        normalize_layout(dest)
+
+
+def test_normalize_layout_link_inside_final_layout_kept(dest: Path) -> None:
+    extract(make_tar([*model_members("top/"), ("top/1/cfg", "sym", "../config.pbtxt")]), dest)
+
+    normalize_layout(dest)
+
+    assert (dest / "1" / "cfg").read_text() == CONFIG
+
+
+def test_extract_tar_member_name_segment_too_long_refused(dest: Path) -> None:
+    with pytest.raises(ValidationError, match="name too long"):
+        extract(make_tar([*model_members(), ("1/" + "x" * 300, "file", b"x")]), dest)
+
+
 def test_normalize_layout_top_folder_named_like_version(dest: Path) -> None:
     extract(make_tar(model_members("1/")), dest)
 
