@@ -134,7 +134,7 @@ class Settings:
     """Print ready-to-paste curl and AWS CLI invocations once the gateway is up."""
     max_model_size: int = 0
     """Most bytes one model may unpack to on disk, enforced while extracting (a larger
-    archive is refused with 400); 0: the disk cache budget."""
+    archive is refused with 400); 0: the disk cache budget bounds it (507 beyond)."""
     max_archive_members: int = 10_000
     """Most files, folders and links in one model archive or folder (more is refused, 400)."""
     download_stall_timeout: float = 30.0

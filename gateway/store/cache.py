@@ -21,6 +21,7 @@ import functools
 import logging
 import os
 import shutil
+import sys
 import threading
 import uuid
 from collections import OrderedDict
@@ -84,7 +85,8 @@ class DiskCache:
         self.repository = repository
         self.store = store
         self.max_model_bytes = max_model_bytes
-        """Cap on one model's unpacked bytes; 0: the disk budget."""
+        """Cap on one model's unpacked bytes (over it: 400); 0: none but the disk budget
+        (over that: 507, as for any model that cannot fit)."""
         self.max_members = max_members
         self.budget = budget
         self._in_use = in_use
@@ -118,7 +120,6 @@ class DiskCache:
         for path in sorted(entries, key=lambda p: p.stat().st_mtime):
             self._sizes[path.name] = tree_bytes(path)
         self.budget = self.budget or default_budget(self.repository) + self.used
-        self.max_model_bytes = self.max_model_bytes or self.budget
 
     async def materialize(self, ref: ModelRef, prepare: Callable[[Path], None]) -> Materialized:
         """The model's folder in the repository, fetched from the store unless already there."""
@@ -127,7 +128,7 @@ class DiskCache:
             self._sizes.move_to_end(ref.triton_name)
             return Materialized(final, True, self._sizes[ref.triton_name], None)
         temp = self.repository / INCOMING / f"{ref.triton_name}-{uuid.uuid4().hex[:8]}"
-        limits = Limits(self.max_model_bytes, self.max_members)
+        limits = Limits(self.max_model_bytes or sys.maxsize, self.max_members)
         limits.reserve = self._reserver(ref, temp.name, asyncio.get_running_loop())
         try:
             await asyncio.to_thread(temp.mkdir, parents=True)

@@ -240,3 +240,13 @@ def test_extract_tar_charges_bytes_before_writing(tmp_path):
 
     assert seen[-1][0] == 3 * MiB + len(CONFIG)
     assert all(on_disk <= total for total, on_disk in seen)
+
+
+async def test_materialize_without_cap_over_disk_budget_is_507(tmp_path, store_dir):
+    (store_dir / "bomb.tar.gz").write_bytes(gz(model_tar(64 * MiB)))
+    cache = make_cache(tmp_path, LocalModelStore(store_dir), cap=0, budget=2 * MiB)
+
+    with pytest.raises(InsufficientMemory, match="cache budget is 2097152"):
+        await cache.materialize(resolve_target("bomb.tar.gz"), partial(prepare, target="b"))
+
+    assert leftovers(cache) == [] and cache.used == 0
