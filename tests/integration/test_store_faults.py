@@ -241,27 +241,49 @@ def test_enospc_during_extraction_is_insufficient_memory(tmp_path, small_disk, s
         gateway.stop()
 
 
-def test_load_timeout_leaves_nothing_in_incoming(tmp_path, s3, s3_store, proxy, archive):
-    target = put(s3, "faults/timeout/add_one.tar.gz", archive)
+@pytest.fixture(scope="module")
+def impatient_gateway(
+    tmp_path_factory: pytest.TempPathFactory, s3_store: str, proxy: FaultProxy
+) -> Iterator[Gateway]:
+    """Behind the fault proxy, with a 3 s load timeout and a 0.5 s stall timeout."""
     gateway = Gateway(
-        store=s3_store, cache_dir=tmp_path / "cache", args=["--model-load-timeout", "3"]
+        store=s3_store,
+        cache_dir=tmp_path_factory.mktemp("impatient") / "cache",
+        args=["--model-load-timeout", "3", "--download-stall-timeout", "0.5"],
     )
     gateway.env = {**AWS_ENV, "AWS_ENDPOINT_URL_S3": proxy.url}
-    gateway.start()
-    proxy.clear()
-    proxy.slow("faults/timeout/", bytes_per_s=max(len(archive) // 30, 1))  # about 30 s
-    try:
-        client = client_for(gateway)
-        started = time.monotonic()
-        with pytest.raises(client.exceptions.ServiceUnavailable, match="did not load"):
-            invoke(gateway, target)
-        assert time.monotonic() - started < 30  # the timeout, not the download, ended it
-        assert incoming(gateway) == []
-        proxy.clear()
-        assert invoke(gateway, "add_one.tar.gz") == [2.0, 3.0, 4.0]
-    finally:
-        proxy.clear()
-        gateway.stop()
+    yield gateway.start()
+    gateway.stop()
+
+
+def test_load_timeout_leaves_nothing_in_incoming(impatient_gateway, faults, s3, archive):
+    target = put(s3, "faults/timeout/add_one.tar.gz", archive)
+    # About 30 s in all, a few bytes every tenth of a second: slow, never stalled.
+    faults.slow("faults/timeout/", bytes_per_s=max(len(archive) // 30, 10))
+    client = client_for(impatient_gateway)
+    started = time.monotonic()
+
+    with pytest.raises(client.exceptions.ServiceUnavailable, match="did not load"):
+        invoke(impatient_gateway, target)
+
+    assert time.monotonic() - started < 30  # the timeout ended it, not the download
+    assert incoming(impatient_gateway) == []  # the extraction thread stopped first
+    assert invoke(impatient_gateway, "add_one.tar.gz") == [2.0, 3.0, 4.0]
+
+
+def test_s3_stalled_download_is_clean_error(impatient_gateway, faults, s3, archive):
+    target = put(s3, "faults/stall/add_one.tar.gz", archive)
+    before = faults.requests
+    faults.slow("faults/stall/", bytes_per_s=1)  # a byte a second: stalled for 0.5 s
+    client = client_for(impatient_gateway)
+
+    with pytest.raises(client.exceptions.ServiceUnavailable, match="completely"):
+        invoke(impatient_gateway, target)
+
+    assert faults.requests - before == 2  # downloaded once more, then given up
+    assert incoming(impatient_gateway) == []
+    faults.clear()
+    assert invoke(impatient_gateway, target) == [2.0, 3.0, 4.0]
 
 
 def test_long_path_segment_with_local_store_is_validation_error(local_gateway):
