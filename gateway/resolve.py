@@ -57,19 +57,22 @@ def triton_name_for(name: str, key: str | None = None) -> str:
 
 
 def scoped_triton_name(scope: str, ref: ModelRef) -> str:
-    """``ref``'s Triton name within a scope (a production variant), as distinct as ref's own."""
-    key = ref.name if ref.triton_name == triton_name_for(ref.name) else ref.triton_name
-    return triton_name_for(f"{scope}:{ref.name}", f"{scope}:{key}")
+    """``ref``'s Triton name within a scope (a production variant), as distinct as ref's
+    own; ``.tar.gz`` models keep the name they had before other forms were told apart."""
+    if ref.triton_name == triton_name_for(ref.name):
+        return triton_name_for(f"{scope}:{ref.name}")
+    return triton_name_for(f"{scope}:{ref.name}", f"{scope}:{ref.triton_name}\x00")
 
 
 def _triton_name_of_key(key: str) -> str:
-    """``.tar.gz`` keys keep the name they always had (the hash of their stem); every
-    other form hashes a spelling of its own, so no two store keys share a Triton name."""
+    """``.tar.gz`` keys keep the name they always had (the hash of their stem); every other
+    form hashes its key with a NUL-separated tag, which no target path can contain, so no
+    two store keys share a Triton name."""
     if key.endswith(".tar.gz") and len(key) > len(".tar.gz"):
         return triton_name_for(strip_suffix(key))
     if key.endswith(ARCHIVE_SUFFIXES):
-        return triton_name_for(strip_suffix(key), key)
-    return triton_name_for(key, key + "/")  # a folder
+        return triton_name_for(strip_suffix(key), key + "\x00archive")
+    return triton_name_for(key, key + "\x00folder")
 
 
 def _check_path(path: str) -> None:
@@ -115,7 +118,7 @@ def resolve_kserve_name(name: str) -> ModelRef:
     stem = ref.name
     candidates = (*(stem + suffix for suffix in ARCHIVE_SUFFIXES), stem)
     return ModelRef(
-        name=stem, candidates=candidates, triton_name=triton_name_for(stem, "v2:" + stem)
+        name=stem, candidates=candidates, triton_name=triton_name_for(stem, stem + "\x00kserve")
     )
 
 

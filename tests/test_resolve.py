@@ -1,14 +1,19 @@
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.errors import ModelNotFound, ValidationError
 from gateway.resolve import (
     check_endpoint_name,
     resolve_kserve_name,
     resolve_target,
+    scoped_triton_name,
     triton_name_for,
 )
 
@@ -108,3 +113,34 @@ def test_check_endpoint_name_accepts_sagemaker_names(name):
 def test_check_endpoint_name_refuses_invalid(name):
     with pytest.raises(ValidationError):
         check_endpoint_name(name)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(min_size=0, max_size=1100))
+def test_resolve_target_any_text_is_a_valid_name_or_refused(target):
+    try:
+        ref = resolve_target(target)
+    except ValidationError:
+        return
+    assert ref.triton_name[0].isalnum() and len(ref.triton_name) <= 100
+    assert all((c.isalnum() and c.isascii()) or c in "_.-" for c in ref.triton_name)
+    assert all(0 < len(part.encode()) <= 255 for part in ref.candidates[0].split("/"))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["a", "b", "a.tar.gz", "a.tgz", "a.tar", "x/"]), max_size=4))
+def test_resolve_target_distinct_keys_never_share_a_name(parts):
+    keys = {"".join(parts) + suffix for suffix in ("", ".tar.gz", ".tgz", ".tar")}
+    refs = []
+    for key in keys:
+        try:
+            refs.append(resolve_target(key))
+        except ValidationError:
+            continue
+    with contextlib.suppress(ModelNotFound):
+        refs.append(resolve_kserve_name("".join(parts)))
+    refs += [dataclasses.replace(r, triton_name=scoped_triton_name("B", r)) for r in list(refs)]
+    by_name: dict[str, set[tuple[str, ...]]] = {}
+    for ref in refs:
+        by_name.setdefault(ref.triton_name, set()).add(ref.candidates)
+    assert all(len(found) == 1 for found in by_name.values())
