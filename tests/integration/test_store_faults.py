@@ -129,6 +129,23 @@ def test_s3_5xx_burst_then_success_is_served(faulty_gateway, faults, s3, archive
     assert faults.requests - before == 3  # two 503s retried by botocore, then the object
 
 
+def test_s3_5xx_beyond_retries_is_clean_error(faulty_gateway, faults, s3, archive):
+    target = put(s3, "faults/down/add_one.tar.gz", archive)
+    before = faults.requests
+    faults.fail_next(10, 500)
+    client = client_for(faulty_gateway)
+
+    with pytest.raises(client.exceptions.ServiceUnavailable) as info:
+        invoke(faulty_gateway, target)
+
+    assert faults.requests - before == 4  # botocore's bounded attempts
+    message = info.value.response["Error"]["Message"]
+    assert "InternalError" in message and BUCKET not in message and "127.0.0.1" not in message
+    assert incoming(faulty_gateway) == []
+    faults.clear()
+    assert invoke(faulty_gateway, target) == [2.0, 3.0, 4.0]
+
+
 def test_s3_body_cut_once_is_retried_and_served(faulty_gateway, faults, s3, archive):
     target = put(s3, "faults/cut-once/add_one.tar.gz", archive)
     before = faults.requests
