@@ -59,7 +59,6 @@ from gateway.variants import Variants
 
 log = logging.getLogger(__name__)
 ADMIN_PREFIXES = ("/models", "/admin")
-MAX_MODEL_BYTES = 1 << 40  # unpacked size cap per model; the disk budget is the real limit
 
 
 async def _wait_external(control: TritonControl, limit_s: float) -> None:
@@ -113,19 +112,22 @@ async def triton_ctx(app: web.Application) -> AsyncIterator[None]:
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     variants = app[VARIANTS]
-    store = await open_store(settings.model_store)
+    store = await open_store(settings.model_store, settings.download_stall_timeout)
     variant_stores = {}
     if not variants.single:
         for variant in variants.all:
-            variant_stores[variant.name] = await open_store(variant.store)
+            variant_stores[variant.name] = await open_store(
+                variant.store, settings.download_stall_timeout
+            )
     cache = app[CACHE] = DiskCache(
         settings.repository,
         store,
-        MAX_MODEL_BYTES,
+        settings.max_model_size,
         settings.cache_disk_budget,
         app[REGISTRY].knows,  # loaded, loading or unloading models keep their folder
         app[METRICS].evictions.labels(tier="disk").inc,
         variant_stores,
+        settings.max_archive_members,
     )
     app[METRICS].watch_disk(lambda: (cache.used, cache.budget))
     await asyncio.to_thread(cache.prepare_dirs)

@@ -39,6 +39,12 @@ class Named:
         return {"modelName": self.name, "modelUrl": registered_url(self.url)}
 
 
+def managed_name(name: str, url: str) -> str:
+    """The Triton name of a model loaded by name: tagged so no target path can hash alike,
+    and covering the url, so a name loaded again from elsewhere is a new model."""
+    return triton_name_for(f"models:{name}", f"{name}\x00{url}\x00management")
+
+
 def registered_url(url: str) -> str:
     """The folder Triton's SageMaker frontend registers: the url less a trailing ``/model``
     (SageMaker hands containers ``/opt/ml/models/<hash>/model``)."""
@@ -66,7 +72,7 @@ class Management:
         """Where the model comes from: a local folder or archive, or a key in the model store.
         The Triton name covers the url too: a name loaded again from elsewhere is a new model,
         never a stale copy of the old one."""
-        triton_name = triton_name_for(f"models:{name}@{url}")
+        triton_name = managed_name(name, url)
         store = self._settings.model_store
         if url.startswith("s3://"):
             if not url.startswith(store.rstrip("/") + "/"):
@@ -124,7 +130,7 @@ class Management:
             raise ValidationError(
                 f"{url} holds {len(models)} models; exactly one must be an ensemble of the others."
             )
-        renames = {p.name: triton_name_for(f"models:{name}/{p.name}@{url}") for p in models}
+        renames = {p.name: managed_name(f"{name}/{p.name}", url) for p in models}
         members = tuple(
             ModelRef(
                 name=f"{name}/{p.name}",
@@ -139,7 +145,7 @@ class Management:
         ref = ModelRef(
             name=name,
             candidates=(top.name,),
-            triton_name=triton_name_for(f"models:{name}@{url}"),
+            triton_name=managed_name(name, url),
             source=str(top),
             renames=tuple(renames.items()),
         )

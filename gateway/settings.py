@@ -162,6 +162,14 @@ class Settings:
     """enabled, or disabled: unload a model as soon as its last request in flight ends
     (SageMaker's ModelCacheSetting, for endpoints where most models are invoked once)."""
 
+    max_model_size: int = 0
+    """Most bytes one model may unpack to on disk, enforced while extracting (a larger
+    archive is refused with 400); 0: the disk cache budget bounds it (507 beyond)."""
+    max_archive_members: int = 10_000
+    """Most files, folders and links in one model archive or folder (more is refused, 400)."""
+    download_stall_timeout: float = 30.0
+    """Seconds a model download may go without receiving a byte before it fails."""
+
     def __post_init__(self) -> None:
         if self.model_cache not in {"enabled", "disabled"}:
             raise ValueError(f"--model-cache must be enabled or disabled, not {self.model_cache!r}")
@@ -211,6 +219,7 @@ _SIZE_FIELDS = {
     "memory_budget",
     "min_model_memory",
     "cache_disk_budget",
+    "max_model_size",
 }
 
 
