@@ -158,7 +158,7 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
         monitors,
         app[POLICY],
         app[METRICS],
-        host.model_pids,
+        host.pids_by_model,
     )
     yield
     if nvml is not None:

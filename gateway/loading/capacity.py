@@ -50,7 +50,8 @@ RELEASE_WAIT_S = 3.0
 """How long to wait for an unloaded model's memory to show up as free."""
 POLL_S = 0.05
 
-Pids = Callable[[str], Awaitable[list[int]]]
+Pids = Callable[[], Awaitable[dict[str, list[int]]]]
+"""Triton model name -> the processes serving it (one scan of Triton's process tree)."""
 
 
 def _mib(n: int) -> str:
@@ -80,7 +81,7 @@ class Capacity:
         monitors: dict[str, MemoryMonitor],
         policy: EvictionPolicy,
         metrics: Metrics,
-        model_pids: Pids,
+        pids_by_model: Pids,
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -88,7 +89,7 @@ class Capacity:
         self.monitors = monitors
         self._policy = policy
         self._metrics = metrics
-        self._model_pids = model_pids
+        self._pids_by_model = pids_by_model
         self._locks = {kind: asyncio.Lock() for kind in monitors}
         self._ledger: set[Reservation] = set()
         self._unloads: dict[str, asyncio.Task[None]] = {}
@@ -245,15 +246,21 @@ class Capacity:
 
     # after a load
 
-    async def held(self, triton_name: str, kind: str = "") -> int | None:
-        """What the model's own processes hold, by the readings (None: cannot tell)."""
+    async def held(
+        self, triton_name: str, kind: str = "", pids: dict[str, list[int]] | None = None
+    ) -> int | None:
+        """What the model's own processes hold, by the readings (None: cannot tell).
+        ``pids``: a scan of Triton's processes already made, for many models at once."""
         entry = self._registry.get(triton_name)
         kind = kind or (entry.memory_kind if entry else "host")
-        pids = await self._model_pids(triton_name)
-        if not pids or kind not in self.monitors:
+        own = (pids if pids is not None else await self._pids_by_model()).get(triton_name)
+        if not own or kind not in self.monitors:
             return None
-        held = await self.monitors[kind].held_by(pids)
+        held = await self.monitors[kind].held_by(own)
         return held or None
+
+    async def scan(self) -> dict[str, list[int]]:
+        return await self._pids_by_model()
 
     async def settle(self, ref: ModelRef, reservation: Reservation, base: int = 0) -> int:
         """Triton loaded the model: measure its footprint, remember it, then hold the budget
@@ -337,7 +344,7 @@ class Capacity:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RELEASE_WAIT_S
         while loop.time() < deadline:
-            if not await self._model_pids(triton_name):
+            if triton_name not in await self._pids_by_model():
                 return
             await asyncio.sleep(POLL_S)
 

@@ -144,8 +144,9 @@ class Reconciler:
 
     async def _measure(self) -> None:
         """Readings beat bookkeeping: what each loaded model's own processes hold now."""
+        pids = await self._capacity.scan()
         for entry in self._registry.loaded():
-            held = await self._capacity.held(entry.ref.triton_name)
+            held = await self._capacity.held(entry.ref.triton_name, pids=pids)
             if held and entry.state is ModelState.READY and not entry.scaling:
                 self._registry.measured(entry, held)
                 self._capacity.remember(entry.ref.triton_name, held)

@@ -35,19 +35,19 @@ def tree(pid: int) -> list[int]:
     return pids
 
 
-def model_pids(root: int, triton_name: str) -> list[int]:
-    """The processes of Triton's tree that serve one model: each Python-backend instance is
-    a stub process whose arguments name the model's folder (``.../<name>/1/model.py``)."""
-    marker = f"/{triton_name}/".encode()
-    pids = []
+def pids_by_model(root: int) -> dict[str, list[int]]:
+    """The processes of Triton's tree that serve each model: a Python-backend instance is a
+    stub process whose first argument is its model's file (``.../<name>/<version>/model.py``)."""
+    found: dict[str, list[int]] = {}
     for pid in tree(root)[1:]:
         try:
             argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
-        if len(argv) > 1 and marker in argv[1]:
-            pids.append(pid)
-    return pids
+        parts = argv[1].decode(errors="replace").split("/") if len(argv) > 1 else []
+        if len(parts) >= 3 and parts[-1].endswith(".py"):
+            found.setdefault(parts[-3], []).append(pid)
+    return found
 
 
 def pss_bytes(pid: int) -> int:
@@ -90,7 +90,7 @@ class HostMonitor:
     async def held_by(self, pids: Sequence[int]) -> int | None:
         return await asyncio.to_thread(lambda: sum(pss_bytes(p) for p in pids))
 
-    async def model_pids(self, triton_name: str) -> list[int]:
-        """Processes serving ``triton_name`` (none when Triton's processes are out of sight)."""
+    async def pids_by_model(self) -> dict[str, list[int]]:
+        """Processes serving each model (none when Triton's processes are out of sight)."""
         root = self._root_pid()
-        return await asyncio.to_thread(model_pids, root, triton_name) if root else []
+        return await asyncio.to_thread(pids_by_model, root) if root else {}

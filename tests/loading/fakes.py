@@ -93,8 +93,8 @@ class FakeMonitor:
         names = list(TRUE_SIZE)
         return sum(TRUE_SIZE[names[p]] * self._triton.ready.get(names[p], 0) for p in pids)
 
-    async def model_pids(self, name: str) -> list[int]:
-        return [list(TRUE_SIZE).index(name)] if name in self._triton.ready else []
+    async def pids_by_model(self) -> dict[str, list[int]]:
+        return {name: [list(TRUE_SIZE).index(name)] for name in self._triton.ready}
 
 
 class FakeCache:
@@ -140,7 +140,7 @@ def stack(settings: Settings, registry: Registry | None = None) -> Stack:
         {"host": cast(Any, monitor)},
         policy,
         Metrics(),
-        monitor.model_pids,
+        monitor.pids_by_model,
     )
     cache = cast(Any, FakeCache(settings.cache_dir / "models"))
     loader = Loader(settings, registry, cache, control, capacity, policy, Metrics(), False)
