@@ -78,6 +78,7 @@ class Management:
         return named
 
     async def load(self, name: str, url: str) -> Named:
+        check_model_url(url, self._settings.model_url_root)
         if not name or not url:
             raise ValidationError("model_name and url are required.")
         current = self._named.get(name)
@@ -161,6 +162,19 @@ class Management:
         await self._cache.remove(named.ref)
         await self._release(named.members)
         self._named.pop(name, None)
+
+
+def check_model_url(url: str, root: Path) -> None:
+    """A local folder given to POST /models must lie under ``root`` once symlinks are
+    resolved: a caller of the management API must not load any folder of the host."""
+    if not url.startswith("/"):
+        return  # a key in the model store (or an s3:// URL), checked by ref_for
+    try:
+        inside = Path(url).resolve().is_relative_to(root.resolve())
+    except (OSError, RuntimeError, ValueError):
+        inside = False
+    if not inside:
+        raise ValidationError(f"url '{url[:200]}' is outside the folder models are loaded from.")
 
 
 def _encode(name: str) -> str:

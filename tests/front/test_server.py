@@ -14,6 +14,7 @@ import pytest
 from aiohttp import web
 
 from gateway.front.middleware import errors
+from gateway.front.routes import PUBLIC, TABLE, Route, Router
 from gateway.front.sagemaker import Invoker
 from gateway.front.server import FrontServer, Hot
 from gateway.inference import InferenceService
@@ -28,10 +29,14 @@ async def _echo(request: web.Request) -> web.Response:
     return web.json_response({"path": request.path_qs, "body": (await request.read()).decode()})
 
 
+ECHO_ROUTES = tuple(Route(m, "/echo", "echo", frozenset({PUBLIC})) for m in ("GET", "POST"))
+ECHO = Router((*TABLE, *ECHO_ROUTES))
+
+
 @pytest.fixture
 async def front():
     app = web.Application(middlewares=[errors])
-    app.router.add_route("*", "/echo", _echo)
+    Router(ECHO_ROUTES).register(app, {"echo": _echo}, [PUBLIC])
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -47,6 +52,7 @@ async def front():
         ready_timeout=5,
         metrics=metrics,
         access_log=None,
+        router=ECHO,
     )
     server = FrontServer(hot)
     listener = await asyncio.get_running_loop().create_server(server.protocol, "127.0.0.1", 0)
