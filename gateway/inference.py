@@ -6,7 +6,7 @@ Transport-free: both fronts call it with bytes and get Triton's answer back as b
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
 from urllib.parse import quote
 
@@ -17,7 +17,8 @@ from gateway.metrics import Metrics
 from gateway.resolve import ModelRef
 from gateway.triton.upstream import UpstreamPool, UpstreamResponse
 
-BodyBuilder = Callable[[ModelEntry], bytes]
+BodyBuilder = Callable[[ModelEntry], bytes | Awaitable[bytes]]
+"""A body that needs the loaded model (CSV needs its input); awaitable when built off-loop."""
 
 
 @lru_cache(maxsize=65536)
@@ -69,7 +70,11 @@ class InferenceService:
         """Triton's answer, whatever its status; the caller decides how to render errors."""
         for _ in range(2):
             entry = await self.entry(ref, deadline)
-            payload = body if isinstance(body, bytes) else body(entry)
+            if isinstance(body, bytes):
+                payload = body
+            else:
+                built = body(entry)
+                payload = built if isinstance(built, bytes) else await built
             entry.pins += 1  # pinned: never evicted while in flight (inline: the hot path)
             try:
                 response = await self._upstream.request(
