@@ -207,7 +207,6 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._lingering:
             return  # drained: the connection closes once the refusal is written
-        in_head = self._in_head
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -215,10 +214,18 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._refuse(self._refusal or ValidationError(f"Malformed HTTP request: {exc}"))
         else:
-            if in_head and self._in_head:  # httptools buffers a header line itself: cap it
-                self._head_bytes += len(data)
-                if self._head_bytes > self._head_limit:
-                    self._refuse(HeadersTooLarge("The request head is too large."))
+            if self._in_head:  # httptools buffers a header line itself: cap the whole head
+                self._count_head(len(data))
+
+    def _count_head(self, size: int) -> None:
+        """Still in a head after a read: if that head began in an earlier read, the whole
+        read was head bytes (a head begun in this read is counted from the next one)."""
+        if self._head_bytes < 0:
+            self._head_bytes = 0
+            return
+        self._head_bytes += size
+        if self._head_bytes > self._head_limit:
+            self._refuse(HeadersTooLarge("The request head is too large."))
 
     def eof_received(self) -> bool:
         """A client that half-closed after its request still gets the answer."""
@@ -244,7 +251,7 @@ class Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._in_message = self._in_head = True
-        self._head_bytes = 0
+        self._head_bytes = -1  # begun in the read being parsed
         self._deadline = self._loop.time() + self._limits.header_timeout
 
     def on_url(self, url: bytes) -> None:
@@ -406,20 +413,15 @@ class Connection(asyncio.Protocol):
             return error_reply(path, internal_failure(rid), rid)
 
     async def _hot_route(self, path: str, request: _Request, rid: str) -> Reply | None:
-        """The routes.TABLE entries marked HOT, as plain string checks."""
         hot = self._hot
-        endpoint: str | None = None
-        if path == "/invocations" or (
-            len(path) > 22
-            and path.startswith("/endpoints/")
-            and path.endswith("/invocations")
-            and "/" not in (endpoint := path[11:-12])
-        ):
+        kind = hot_kind(path)
+        if kind == SAGEMAKER:
             MODEL.set(request.headers.get("x-amzn-sagemaker-target-model", "-"))
+            endpoint = None if path == "/invocations" else path[11:-12]
             return await hot.invoker.invoke(
                 endpoint, request.headers, request.body, rid, request.deadline
             )
-        if len(path) > 16 and path.startswith("/v2/models/") and path.endswith("/infer"):
+        if kind == KSERVE:
             name, version = _kserve_target(path[11:-6])
             MODEL.set(name)
             return await kserve_v2.infer(
@@ -463,6 +465,24 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+SAGEMAKER, KSERVE = 1, 2
+
+
+def hot_kind(path: str) -> int:
+    """Which of routes.TABLE's HOT routes a POST to ``path`` is (0: none), by plain string
+    checks: the hot path pays for no regex."""
+    if path == "/invocations" or (
+        len(path) > 22
+        and path.startswith("/endpoints/")
+        and path.endswith("/invocations")
+        and "/" not in path[11:-12]
+    ):
+        return SAGEMAKER
+    if len(path) > 16 and path.startswith("/v2/models/") and path.endswith("/infer"):
+        return KSERVE
+    return 0
 
 
 def _is_invocation(path: str) -> bool:
