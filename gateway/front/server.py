@@ -77,7 +77,8 @@ class Limits:
     @property
     def sweep_interval(self) -> float:
         """Deadlines are checked this often (one pass over the connections, no timers)."""
-        return min(1.0, self.header_timeout / 4, self.body_timeout / 4, self.keepalive_timeout / 4)
+        shortest = min(self.header_timeout, self.body_timeout, self.keepalive_timeout)
+        return max(0.05, min(1.0, shortest / 4))
 
 
 @dataclass(frozen=True, slots=True)
