@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from urllib.parse import quote, unquote_to_bytes
 
 from aiohttp import web
@@ -31,6 +32,10 @@ _ADMIN = frozenset({ADMIN})
 _SLASHES = re.compile(r"//+")
 _ABSOLUTE = re.compile(rb"^[A-Za-z][A-Za-z0-9+.-]*://[^/]*")
 _PARAM = re.compile(r"\{(\w+)(?::([^{}]+))?\}")
+_CACHED_TARGET = 256
+"""Targets up to this long are classified once and remembered (clients repeat them)."""
+SAGEMAKER, KSERVE = 1, 2
+"""hot_kind: POST /invocations or /endpoints/{e}/invocations; POST /v2/models/.../infer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +116,42 @@ class Router:
 ROUTER = Router()
 
 
+def classify(target: bytes) -> tuple[str, bytes, int]:
+    """(normalised path, raw query, hot_kind of the path) of a request target."""
+    if len(target) <= _CACHED_TARGET:
+        return _classify_cached(target)
+    return _classify(target)
+
+
+def _classify(target: bytes) -> tuple[str, bytes, int]:
+    path, query = normalise(target)
+    return path, query, hot_kind(path)
+
+
+_classify_cached = lru_cache(maxsize=4096)(_classify)
+
+
+def hot_kind(path: str) -> int:
+    """Which of TABLE's HOT routes a POST to ``path`` is (0: none), as plain string checks
+    the hot-path server can afford."""
+    if path == "/invocations" or (
+        len(path) > 22
+        and path.startswith("/endpoints/")
+        and path.endswith("/invocations")
+        and "/" not in path[11:-12]
+    ):
+        return SAGEMAKER
+    if len(path) > 16 and path.startswith("/v2/models/") and path.endswith("/infer"):
+        return KSERVE
+    return 0
+
+
 def normalise(target: bytes) -> tuple[str, bytes]:
     """(path, raw query) of a request target; ValidationError if it names no clean path."""
     if b"#" in target:
         target = target.partition(b"#")[0]
     raw, _, query = target.partition(b"?")
-    if raw[:1] != b"/":
+    if not raw.startswith(b"/"):
         raw = _origin_form(raw)
     try:
         path = (unquote_to_bytes(raw) if b"%" in raw else raw).decode()

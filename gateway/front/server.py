@@ -32,7 +32,15 @@ from gateway.errors import (
 )
 from gateway.front import kserve_v2
 from gateway.front.replies import Reply, error_reply, internal_failure, new_request_id
-from gateway.front.routes import PUBLIC, ROUTER, Router, forward_target, normalise
+from gateway.front.routes import (
+    KSERVE,
+    PUBLIC,
+    ROUTER,
+    SAGEMAKER,
+    Router,
+    classify,
+    forward_target,
+)
 from gateway.front.sagemaker import Invoker
 from gateway.inference import InferenceService
 from gateway.log import CACHE_HIT, MODEL, REQUEST_ID, AccessLog
@@ -172,6 +180,7 @@ class Connection(asyncio.Protocol):
         self._in_head = False
         self._head_bytes = 0
         self._head_limit = self._limits.max_request_line + self._limits.max_header_size
+        self._length_digits = len(str(front.hot.max_body_size))
         self._refusal: GatewayError | None = None
         self._lingering = False
         self._write_paused = False
@@ -276,7 +285,11 @@ class Connection(asyncio.Protocol):
         self._in_head = False
         self._deadline = self._loop.time() + self._limits.body_timeout
         length = self._headers.get("content-length")
-        if length is not None and (parse_count(length) or 0) > self._hot.max_body_size:
+        if (
+            length is not None
+            and len(length) >= self._length_digits  # shorter cannot be over the limit
+            and (parse_count(length) or 0) > self._hot.max_body_size
+        ):
             self._stop(self._too_large())  # before any 100 Continue: the body is not wanted
         if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -383,11 +396,11 @@ class Connection(asyncio.Protocol):
         try:
             if request.refusal is not None:
                 raise request.refusal
-            path, query = normalise(request.url)
+            path, query, kind = classify(request.url)
         except GatewayError as exc:
             path, reply = "-", error_reply("/", exc, rid)
         else:
-            reply = await self._reply(request, path, query, rid)
+            reply = await self._reply(request, path, query, kind, rid)
         seconds = time.perf_counter() - started
         if request.method == b"POST" and _is_invocation(path):
             self._hot.metrics.invoked(reply.status, seconds)
@@ -396,10 +409,12 @@ class Connection(asyncio.Protocol):
             self._hot.access_log.record(method, path, reply.status, seconds)
         return reply
 
-    async def _reply(self, request: _Request, path: str, query: bytes, rid: str) -> Reply:
+    async def _reply(
+        self, request: _Request, path: str, query: bytes, kind: int, rid: str
+    ) -> Reply:
         try:
-            if request.method == b"POST" and self._front.serves_hot:
-                reply = await self._hot_route(path, request, rid)
+            if kind and request.method == b"POST" and self._front.serves_hot:
+                reply = await self._hot_route(path, kind, request, rid)
                 if reply is not None:
                     return reply
             method = request.method.decode("latin-1")
@@ -413,9 +428,8 @@ class Connection(asyncio.Protocol):
             log.exception("request %s failed", rid)
             return error_reply(path, internal_failure(rid), rid)
 
-    async def _hot_route(self, path: str, request: _Request, rid: str) -> Reply | None:
+    async def _hot_route(self, path: str, kind: int, request: _Request, rid: str) -> Reply | None:
         hot = self._hot
-        kind = hot_kind(path)
         if kind == SAGEMAKER:
             MODEL.set(request.headers.get("x-amzn-sagemaker-target-model", "-"))
             endpoint = None if path == "/invocations" else path[11:-12]
@@ -466,24 +480,6 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
-
-
-SAGEMAKER, KSERVE = 1, 2
-
-
-def hot_kind(path: str) -> int:
-    """Which of routes.TABLE's HOT routes a POST to ``path`` is (0: none), by plain string
-    checks: the hot path pays for no regex."""
-    if path == "/invocations" or (
-        len(path) > 22
-        and path.startswith("/endpoints/")
-        and path.endswith("/invocations")
-        and "/" not in path[11:-12]
-    ):
-        return SAGEMAKER
-    if len(path) > 16 and path.startswith("/v2/models/") and path.endswith("/infer"):
-        return KSERVE
-    return 0
 
 
 def _is_invocation(path: str) -> bool:

@@ -36,6 +36,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     store = tmp / "store"
     store.mkdir()
     package_model(EXAMPLES / "add_one", store / "add_one.tar.gz")
+    package_model(EXAMPLES / "linear_regression", store / "linear_regression.tar.gz")
     limits = ["--header-timeout", "1", "--body-timeout", "1", "--keepalive-timeout", "2"]
     args = [*limits, "--max-body-size", "1MiB", "--model-url-root", str(tmp / "root")]
     started = Gateway(store=str(store), cache_dir=tmp / "cache", args=args).start()
@@ -293,6 +294,21 @@ def test_hostile_empty_or_malformed_json_body_is_400(gateway, body):
     )
     status, headers, _ = _exchange(gateway.port, raw)
     assert (status, headers["x-amzn-errortype"]) == (400, "ValidationError")
+
+
+def test_hostile_large_csv_body_is_converted_off_the_loop_and_answered(gateway):
+    """Over 64 KiB, the CSV is parsed in a worker thread; the answer is the same."""
+    row = ",".join(f"{v:025.20f}" for v in (1.0, 2.0, 5.0)).encode() + b"\n"
+    body = row * 1024
+    assert len(body) > 64 * 1024
+    raw = (
+        b"POST /invocations HTTP/1.1\r\nHost: a\r\nContent-Type: text/csv\r\n"
+        b"X-Amzn-SageMaker-Target-Model: linear_regression.tar.gz\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(body)
+    ) + body
+    status, _, answer = _exchange(gateway.port, raw)
+    assert status == 200, answer
+    assert [float(line) for line in answer.splitlines()] == [8.75] * 1024
 
 
 TOKEN = st.text(string.ascii_letters + string.digits + "-_", min_size=1, max_size=12)
