@@ -51,8 +51,9 @@ from gateway.triton.upstream import UpstreamPool
 log = logging.getLogger(__name__)
 MAX_PIPELINED = 16
 LINGER_S = 2.0
-"""After refusing a request, how long its unread bytes are drained before the close (so the
-client reads the answer instead of a reset)."""
+LINGER_BYTES = 1 << 20
+"""After refusing a request, its unread bytes are drained for up to LINGER_S seconds and
+LINGER_BYTES bytes before the close (so the client reads the answer, not a reset)."""
 _NEVER = float("inf")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "expect"}
 _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
@@ -183,6 +184,7 @@ class Connection(asyncio.Protocol):
         self._length_digits = len(str(front.hot.max_body_size))
         self._refusal: GatewayError | None = None
         self._lingering = False
+        self._drained = 0
         self._write_paused = False
         self._writable: asyncio.Future[None] | None = None
         self._eof = False
@@ -215,8 +217,11 @@ class Connection(asyncio.Protocol):
             self._worker.cancel()  # the client is gone; a model load it started goes on
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
-            return  # drained: the connection closes once the refusal is written
+        if self._lingering:  # drained: the connection closes once the refusal is written
+            self._drained += len(data)
+            if self._drained > LINGER_BYTES and self._transport is not None:
+                self._transport.abort()
+            return
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -291,7 +296,11 @@ class Connection(asyncio.Protocol):
             and (parse_count(length) or 0) > self._hot.max_body_size
         ):
             self._stop(self._too_large())  # before any 100 Continue: the body is not wanted
-        if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
+        if (
+            self._headers.get("expect", "").lower() == "100-continue"
+            and self._transport
+            and self._worker is None  # not amid the answers to earlier pipelined requests
+        ):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:

@@ -198,3 +198,28 @@ async def test_server_connections_over_the_cap_are_closed_and_the_loop_goes_on()
         assert status_line.startswith(b"HTTP/1.1 200")
         held[1][1].close()
         await held[1][1].wait_closed()
+
+
+async def test_server_expect_continue_within_the_limit_gets_100_then_the_answer(front):
+    _, port = front
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    )
+    assert await reader.readline() == b"HTTP/1.1 100 Continue\r\n"
+    assert await reader.readline() == b"\r\n"
+    writer.write(b"hi")
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_server_chunked_body_over_the_limit_is_413_and_closed(front):
+    _, port = front
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    writer.write(b"400\r\n" + b"x" * 1024 + b"\r\n")  # 1 KiB in one chunk: the limit is 1000
+    assert (await reader.readline()).startswith(b"HTTP/1.1 413")
+    assert (await asyncio.wait_for(reader.read(), 5)).endswith(b"}")  # then closed
+    writer.close()
+    await writer.wait_closed()
