@@ -195,6 +195,7 @@ class Connection(asyncio.Protocol):
         self._url_size = 0
         self._headers: dict[str, str] = {}
         self._header_size = 0
+        self._header_count = 0
         self._body: list[bytes] = []
         self._size = 0
 
@@ -222,6 +223,7 @@ class Connection(asyncio.Protocol):
             if self._drained > LINGER_BYTES and self._transport is not None:
                 self._transport.abort()
             return
+        body_before = self._size
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -229,18 +231,19 @@ class Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self._refuse(self._refusal or ValidationError(f"Malformed HTTP request: {exc}"))
         else:
-            if self._in_head:  # httptools buffers a header line itself: cap the whole head
-                self._count_head(len(data))
+            if self._in_message:  # httptools buffers header and trailer lines itself: cap them
+                self._count_head(len(data) - (self._size - body_before))
 
     def _count_head(self, size: int) -> None:
-        """Still in a head after a read: if that head began in an earlier read, the whole
-        read was head bytes (a head begun in this read is counted from the next one)."""
+        """Bytes of a request other than its body (head, chunk framing, trailers), counted
+        over reads the request spans whole (one begun in this read counts from the next)."""
         if self._head_bytes < 0:
             self._head_bytes = 0
             return
         self._head_bytes += size
-        if self._head_bytes > self._head_limit:
-            self._refuse(HeadersTooLarge("The request head is too large."))
+        limit = self._head_limit if self._in_head else self._head_limit + self._hot.max_body_size
+        if self._head_bytes > limit:
+            self._refuse(HeadersTooLarge("The request head or trailers are too large."))
 
     def eof_received(self) -> bool:
         """A client that half-closed after its request still gets the answer."""
@@ -279,9 +282,10 @@ class Connection(asyncio.Protocol):
         if not self._in_head:
             return  # a chunked trailer: never a request header
         self._header_size += len(name) + len(value) + 4
+        self._header_count += 1
         if (
             self._header_size > self._limits.max_header_size
-            or len(self._headers) >= self._limits.max_header_count
+            or self._header_count > self._limits.max_header_count
         ):
             self._stop(HeadersTooLarge("The request has too many or too large headers."))
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
