@@ -136,10 +136,10 @@ class FrontServer:
 
     def _sweep(self) -> None:
         """Close the connections whose deadline passed: one pass a tick, no per-request timer."""
+        self._sweeper = self._loop.call_later(self.hot.limits.sweep_interval, self._sweep)
         now = self._loop.time()
         for connection in [c for c in self.connections if c.expired(now)]:
             connection.timed_out()
-        self._sweeper = self._loop.call_later(self.hot.limits.sweep_interval, self._sweep)
 
     def discard(self, connection: Connection) -> None:
         self.connections.discard(connection)
@@ -359,8 +359,8 @@ class Connection(asyncio.Protocol):
         """Head, body or idle time is up, or the client stopped reading: drop it."""
         if self._transport is None:
             return
-        if self._stalled < _NEVER or self._lingering:
-            self._transport.abort()
+        if self._stalled < _NEVER or self._lingering or self._transport.is_closing():
+            self._transport.abort()  # a close would wait for a client that does not read
         else:
             self._transport.close()
 
