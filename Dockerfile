@@ -31,5 +31,7 @@ WORKDIR /opt/mme
 COPY triton_repo_template/ ./triton_repo_template/
 
 ENV PYTHONUNBUFFERED=1
+# The public port only: the management API listens on 127.0.0.1:8081 inside the container
+# (unauthenticated; reach it with `docker exec`, or publish it only to a trusted network).
 EXPOSE 8080
 CMD ["mme-gateway", "serve", "--host", "0.0.0.0"]

@@ -336,6 +336,7 @@ class Bench:
         cmd = [
             str(VENV_BIN / "mme-gateway"), "serve",
             "--port", str(self.port),
+            "--admin-port", "0",
             "--model-store", f"s3://{BUCKET}/{PREFIX}",
             "--cache-dir", str(self.cache_dir),
             "--triton-http-port", str(self.triton_http),

@@ -268,19 +268,21 @@ class Fleet:
         self.tmp, self.store, self.mode = tmp, store, mode
         self.gateways: list[subprocess.Popen[bytes]] = []
         self.ports: list[int] = []
+        self.admin_ports: list[int] = []
         self.logs: list[Path] = []
         self.proxy: subprocess.Popen[bytes] | None = None
         self.command = ""
 
     def start(self) -> None:
         for i in range(INSTANCES):
-            port = driver.free_port()
+            port, admin = driver.free_port(), driver.free_port()
             http, grpc, metrics = driver.free_port(), driver.free_port(), driver.free_port()
             cache = self.tmp / f"{self.mode}-gw{i}"  # a fresh, empty cache per mode
             log = self.tmp / f"{self.mode}-gw{i}.log"
             cmd = [
                 sys.executable, "-m", "gateway", "serve",
                 "--port", str(port),
+                "--admin-port", str(admin),
                 "--model-store", str(self.store),
                 "--cache-dir", str(cache),
                 "--triton-http-port", str(http),
@@ -293,7 +295,7 @@ class Fleet:
                 "--model-ready-timeout", MODEL_READY_TIMEOUT,
             ]  # fmt: skip
             shown = " ".join(["python", *cmd[1:]]).replace(str(self.tmp), "<tmp>")
-            shown = re.sub(r"(--(?:port|triton-\w+-port)) \d+", r"\1 <free>", shown)
+            shown = re.sub(r"(--(?:port|admin-port|triton-\w+-port)) \d+", r"\1 <free>", shown)
             self.command = re.sub(r"<tmp>/[\w-]+-gw\d", "<tmp>/<mode>-gw<i>", shown)
             env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             with log.open("wb") as out:
@@ -303,6 +305,7 @@ class Fleet:
                 )  # fmt: skip
             self.gateways.append(proc)
             self.ports.append(port)
+            self.admin_ports.append(admin)
             self.logs.append(log)
             self.triton_http = http
         for gateway, port, log in zip(self.gateways, self.ports, self.logs, strict=True):
@@ -351,10 +354,10 @@ class Fleet:
         return [scrape(port) for port in self.ports]
 
     def touched(self) -> list[int]:
-        return [len({str(r["tritonName"]) for r in admin_rows(port)}) for port in self.ports]
+        return [len({str(r["tritonName"]) for r in admin_rows(port)}) for port in self.admin_ports]
 
     def placement(self) -> list[set[str]]:
-        return [loaded_models(port) for port in self.ports]
+        return [loaded_models(port) for port in self.admin_ports]
 
     def stop(self) -> None:
         if self.proxy is not None:

@@ -227,6 +227,7 @@ class Patterns:
         cmd = [
             str(MME), "serve",
             "--port", str(self.port),
+            "--admin-port", "0",
             "--model-store", f"s3://{BUCKET}/",
             "--cache-dir", str(cache),
             "--triton-http-port", str(http),

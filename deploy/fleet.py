@@ -150,12 +150,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "--model-store", args.store, "--cache-dir", str(workdir / f"gw{i}"),
                 "--triton-http-port", str(base), "--triton-grpc-port", str(base + 1),
                 "--triton-metrics-port", str(base + 2), "--no-access-log",
+                "--admin-port", str(base + 3),
             ]  # fmt: skip
             gateways.append(subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ)))
             servers.append((f"gw{i}", f"127.0.0.1:{port}"))
         proxy = HAProxy(servers, args.port, args.port + 100, workdir).start()
         print(f"fleet: HAProxy on http://127.0.0.1:{args.port} (stats on :{args.port + 100}/stats)")
         print("fleet: gateways " + ", ".join(a for _, a in servers) + "; Ctrl-C stops all")
+        admins = ", ".join(f"127.0.0.1:{18000 + 10 * i + 3}" for i in range(1, len(servers) + 1))
+        print(f"fleet: their admin listeners (/models, /admin) on {admins}")
         assert proxy.proc is not None
         proxy.proc.wait()
     except KeyboardInterrupt:

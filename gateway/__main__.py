@@ -38,6 +38,8 @@ def serve(argv: Sequence[str]) -> None:
         Variants(settings)
     except ValueError as exc:
         parser.error(str(exc))
+    if settings.admin and settings.admin_port == settings.port:
+        parser.error("--admin-port must differ from --port: the management API never shares it")
 
     import uvloop
 

@@ -15,10 +15,10 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-from gateway.front import kserve_v2, management, ops, sagemaker
+from gateway.front import kserve_v2, management, ops, routes, sagemaker
 from gateway.front.middleware import errors
 from gateway.front.sagemaker import Invoker
-from gateway.front.server import FrontServer, Hot
+from gateway.front.server import FrontServer, Hot, Limits
 from gateway.inference import InferenceService
 from gateway.keys import (
     CACHE,
@@ -58,7 +58,6 @@ from gateway.triton.upstream import UpstreamPool
 from gateway.variants import Variants
 
 log = logging.getLogger(__name__)
-ADMIN_PREFIXES = ("/models", "/admin")
 
 
 async def _wait_external(control: TritonControl, limit_s: float) -> None:
@@ -202,54 +201,67 @@ def create_app(settings: Settings) -> web.Application:
     registry = app[REGISTRY] = Registry(on_hit=policy.record_hit)
     app[METRICS] = Metrics(settings.per_model_metrics, registry.entries)
     app.cleanup_ctx.extend([triton_ctx, memory_ctx, store_ctx, loader_ctx])
-    sagemaker.add_routes(app)
-    kserve_v2.add_routes(app)
-    ops.add_routes(app)
+    handlers = {**sagemaker.HANDLERS, **kserve_v2.HANDLERS, **ops.HANDLERS}
     if settings.admin:
-        management.add_routes(app)
+        handlers.update(management.HANDLERS)
+    scopes = (routes.PUBLIC, routes.ADMIN) if settings.admin else (routes.PUBLIC,)
+    routes.ROUTER.register(app, handlers, scopes)
     return app
 
 
 async def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
-    """Run until SIGINT or SIGTERM: the aiohttp app on an internal port, the hot-path server
-    on the public one, then a graceful stop (in-flight requests first, Triton last)."""
+    """Run until SIGINT or SIGTERM: the aiohttp app on an internal loopback port, behind the
+    hot-path server on the public port and on the admin one, then a graceful stop (in-flight
+    requests first, Triton last)."""
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        internal_port = runner.addresses[0][1]
         hot = Hot(
             invoker=Invoker(settings, app[SERVICE], app[VARIANTS]),
             service=app[SERVICE],
-            internal=UpstreamPool("127.0.0.1", internal_port, max_connections=16),
+            internal=UpstreamPool("127.0.0.1", runner.addresses[0][1], max_connections=16),
             max_body_size=settings.max_body_size,
             ready_timeout=settings.model_ready_timeout,
             metrics=app[METRICS],
             access_log=AccessLog(settings.log_format) if settings.access_log else None,
-            # Admin routes live on their own port when one is set: not on the public one.
-            hidden=ADMIN_PREFIXES if settings.admin_port else (),
+            limits=Limits.of(settings),
         )
-        if settings.admin and settings.admin_port:
-            admin = web.TCPSite(runner, settings.host, settings.admin_port)
-            await admin.start()
-            announce(f"admin routes on http://{settings.host}:{settings.admin_port}")
-        front = FrontServer(hot)
-        loop = asyncio.get_running_loop()
-        server = await loop.create_server(
-            front.protocol, settings.host, settings.port, reuse_address=True, backlog=1024
-        )
-        announce(f"======== Running on http://{settings.host}:{settings.port} ========")
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
-        log.info("shutting down")
-        server.close()
-        await front.close(settings.shutdown_timeout)
-        await hot.internal.close()
-        if hot.access_log is not None:
-            hot.access_log.flush()
+        await _listen(settings, hot, announce)
     finally:
         await runner.cleanup()
+
+
+async def _listen(settings: Settings, hot: Hot, announce: Callable[[str], None]) -> None:
+    """The public listener, and the admin one unless --no-admin; both route through the
+    same table, each serving its own scope."""
+    loop = asyncio.get_running_loop()
+    fronts = [FrontServer(hot, (routes.PUBLIC,))]
+    servers = [
+        await loop.create_server(
+            fronts[0].protocol, settings.host, settings.port, reuse_address=True, backlog=1024
+        )
+    ]
+    if settings.admin:
+        fronts.append(FrontServer(hot, (routes.ADMIN,)))
+        servers.append(
+            await loop.create_server(
+                fronts[1].protocol, settings.admin_host, settings.admin_port, reuse_address=True
+            )
+        )
+        port = servers[1].sockets[0].getsockname()[1]
+        announce(f"admin routes on http://{settings.admin_host}:{port}")
+    announce(f"======== Running on http://{settings.host}:{settings.port} ========")
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down")
+    for server in servers:
+        server.close()
+    await asyncio.gather(*(front.close(settings.shutdown_timeout) for front in fronts))
+    await hot.internal.close()
+    if hot.access_log is not None:
+        hot.access_log.flush()

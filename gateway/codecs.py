@@ -29,6 +29,15 @@ class BodyKind:
     """For the binary form: length of the JSON header that precedes the raw tensors."""
 
 
+def parse_count(text: str) -> int | None:
+    """A non-negative ASCII decimal (``str.isdigit`` also takes other scripts' digits and
+    superscripts, which ``int`` then refuses), at most 18 digits; None otherwise."""
+    text = text.strip()
+    if not text or len(text) > 18 or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
 def parse_content_type(value: str | None, body_length: int) -> BodyKind:
     if not value:
         return BodyKind(JSON)
@@ -50,9 +59,9 @@ def _header_size(params: str, body_length: int) -> int:
     for param in params.split(";"):
         key, _, val = param.partition("=")
         if key.strip().lower() == "json-header-size":
-            if not val.strip().isdigit():
+            size = parse_count(val)
+            if size is None:
                 break
-            size = int(val.strip())
             if size > body_length:
                 raise ValidationError(
                     f"json-header-size {size} is larger than the body ({body_length} bytes)."

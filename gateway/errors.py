@@ -3,7 +3,9 @@
     GatewayError                      500 InternalFailure
     ├── ValidationError               400 ValidationError
     │   ├── ModelNotFound             400 on SageMaker routes, 404 on KServe v2 routes
-    │   └── PayloadTooLarge           413
+    │   ├── PayloadTooLarge           413
+    │   ├── TargetTooLong             414 (request line over the front's limit)
+    │   └── HeadersTooLarge           431 (header section over the front's limits)
     ├── UnknownOperation              404 UnknownOperationException (no such route here)
     ├── NotLoaded                     404 ModelNotFound (management API: not loaded)
     ├── AlreadyLoaded                 409 ModelAlreadyLoaded (management API)
@@ -53,6 +55,14 @@ class ModelNotFound(ValidationError):
 
 class PayloadTooLarge(ValidationError):
     status = 413
+
+
+class TargetTooLong(ValidationError):
+    status = 414
+
+
+class HeadersTooLarge(ValidationError):
+    status = 431
 
 
 class UnknownOperation(GatewayError):

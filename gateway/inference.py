@@ -17,7 +17,8 @@ from gateway.metrics import Metrics
 from gateway.resolve import ModelRef
 from gateway.triton.upstream import UpstreamPool, UpstreamResponse
 
-BodyBuilder = Callable[[ModelEntry], bytes]
+BodyBuilder = Callable[[ModelEntry], bytes | Awaitable[bytes]]
+"""A body that needs the loaded model (CSV needs its input); awaitable when built off-loop."""
 ConfirmGone = Callable[[ModelEntry], Awaitable[bool]]
 
 
@@ -77,8 +78,12 @@ class InferenceService:
         """Triton's answer, whatever its status; the caller decides how to render errors."""
         for _ in range(2):
             entry = await self.entry(ref, deadline)
-            payload = body if isinstance(body, bytes) else body(entry)
-            with entry.pin:  # never evicted while in flight
+            with entry.pin:  # never evicted while in flight, nor while its body is built
+                if isinstance(body, bytes):
+                    payload = body
+                else:
+                    built = body(entry)
+                    payload = built if isinstance(built, bytes) else await built
                 response = await self._upstream.request(
                     "POST", infer_path(ref.triton_name, version), payload, headers
                 )

@@ -95,10 +95,13 @@ class Management:
     async def load(self, name: str, url: str) -> Named:
         if not name or not url:
             raise ValidationError("model_name and url are required.")
+        # Loaded from the folder as resolved when checked: a link swapped afterwards cannot
+        # point the load elsewhere.
+        where = await asyncio.to_thread(check_model_url, url, self._settings.model_url_root)
         if name in self._named:
             raise AlreadyLoaded(f"Model '{name}' is already loaded.")
-        named = await asyncio.to_thread(self._group, name, url) or Named(
-            name, url, self.ref_for(name, url)
+        named = await asyncio.to_thread(self._group, name, url, where) or Named(
+            name, url, self.ref_for(name, where)
         )
         if name in self._named:  # another POST of the name got here first
             raise AlreadyLoaded(f"Model '{name}' is already loaded.")
@@ -115,12 +118,12 @@ class Management:
             raise
         return named
 
-    def _group(self, name: str, url: str) -> Named | None:
+    def _group(self, name: str, url: str, where: str) -> Named | None:
         """A local folder holding several models, one of them an ensemble of the others
         (as Triton's SageMaker frontend loads them): each gets a Triton name of its own and
         the ensemble's steps are pointed at those names. Blocking: reads the folder."""
-        folder = Path(url)
-        if not url.startswith("/") or (folder / "config.pbtxt").exists() or not folder.is_dir():
+        folder = Path(where)
+        if not where.startswith("/") or (folder / "config.pbtxt").exists() or not folder.is_dir():
             return None
         models = sorted(p for p in folder.iterdir() if (p / "config.pbtxt").is_file())
         if not models:
@@ -183,6 +186,22 @@ class Management:
             await self._capacity.unload(named.ref.triton_name)
         await self._cache.remove(named.ref)
         await self._release(named.members)
+
+
+def check_model_url(url: str, root: Path) -> str:
+    """Where to load ``url`` from: a local folder given to POST /models must lie under
+    ``root`` once symlinks are resolved (a caller of the management API must not load any
+    folder of the host), and its resolved path is returned. Blocking."""
+    if not url.startswith("/"):
+        return url  # a key in the model store (or an s3:// URL), checked by ref_for
+    try:
+        resolved = Path(url).resolve()
+        inside = resolved.is_relative_to(root.resolve())
+    except (OSError, RuntimeError, ValueError):
+        inside = False
+    if not inside:
+        raise ValidationError(f"url '{url[:200]}' is outside the folder models are loaded from.")
+    return str(resolved)
 
 
 def _encode(name: str) -> str:

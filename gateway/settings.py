@@ -127,9 +127,10 @@ class Settings:
     upstream_connections: int = 64
     """Most keep-alive connections kept open to Triton's HTTP endpoint."""
     admin: bool = True
-    """Serve the model-management API (/models) and /admin routes."""
-    admin_port: int = 0
-    """Serve them on this port only, not on --port (0: on --port)."""
+    """Serve the model-management API (/models) and /admin routes, on --admin-host and
+    --admin-port only (never on --port). Unauthenticated: keep it on loopback."""
+    admin_port: int = 8081
+    """Port of the admin listener (0: any free port, announced at start)."""
     per_model_metrics: int = 0
     """Also export per-model series for the N busiest loaded models (0: none)."""
     triton_metrics_url: str | None = None
@@ -169,6 +170,24 @@ class Settings:
     """Most files, folders and links in one model archive or folder (more is refused, 400)."""
     download_stall_timeout: float = 30.0
     """Seconds a model download may go without receiving a byte before it fails."""
+    admin_host: str = "127.0.0.1"
+    """Address of the admin listener (unauthenticated: loopback unless the network is yours)."""
+    model_url_root: Path = Path("/opt/ml/models")
+    """POST /models loads local folders only from under this folder (symlinks resolved)."""
+    max_request_line: int = 8192
+    """Longest request target accepted, in bytes; longer is answered 414."""
+    max_header_size: int = 32768
+    """Largest request header section, in bytes; larger is answered 431."""
+    max_header_count: int = 100
+    """Most request header fields; more is answered 431."""
+    header_timeout: float = 10.0
+    """Seconds a client has to send a whole request head (and a new connection its first)."""
+    body_timeout: float = 60.0
+    """Seconds allowed between two reads of a request body, or for a client to read a reply."""
+    keepalive_timeout: float = 75.0
+    """Seconds an idle keep-alive connection is kept open."""
+    max_connections: int = 10000
+    """Most client connections per listener; further ones are closed at once."""
 
     def __post_init__(self) -> None:
         if self.model_cache not in {"enabled", "disabled"}:
@@ -220,6 +239,8 @@ _SIZE_FIELDS = {
     "min_model_memory",
     "cache_disk_budget",
     "max_model_size",
+    "max_request_line",
+    "max_header_size",
 }
 
 

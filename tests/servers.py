@@ -63,6 +63,7 @@ class Gateway:
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
     port: int = field(default_factory=free_port)
+    admin_port: int = field(default_factory=free_port)
     triton_ports: tuple[int, int, int] = field(
         default_factory=lambda: (free_port(), free_port(), free_port())
     )
@@ -73,11 +74,17 @@ class Gateway:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def admin_url(self) -> str:
+        """The management listener (/models, /admin): loopback, a port of its own."""
+        return f"http://127.0.0.1:{self.admin_port}"
+
     def start(self, timeout: float = 90) -> Gateway:
         http, grpc, metrics = self.triton_ports
         cmd = [
             sys.executable, "-m", "gateway", "serve",
             "--port", str(self.port),
+            "--admin-port", str(self.admin_port),
             "--model-store", self.store,
             "--cache-dir", str(self.cache_dir),
             "--triton-http-port", str(http),

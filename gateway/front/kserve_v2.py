@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway import codecs
 from gateway.front.middleware import to_response
@@ -86,15 +87,10 @@ async def proxy_get(request: web.Request) -> web.Response:
     return to_response(_reply(await request.app[UPSTREAM].request("GET", request.path)))
 
 
-def add_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/v2", proxy_get)
-    r.add_get("/v2/health/live", proxy_get)
-    r.add_get("/v2/health/ready", proxy_get)
-    model = "/v2/models/{name:.+?}"
-    versioned = model + "/versions/{version:[0-9]+}"
-    for prefix in (versioned, model):
-        r.add_get(prefix + "/ready", ready)
-        r.add_get(prefix + "/config", config)
-    r.add_get(versioned, metadata)
-    r.add_get(model, metadata)
+HANDLERS: dict[str, Handler] = {
+    "kserve.proxy": proxy_get,
+    "kserve.ready": ready,
+    "kserve.config": config,
+    "kserve.metadata": metadata,
+}
+"""Handlers of routes.TABLE's KServe v2 routes other than infer."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
+from gateway.codecs import parse_count
 from gateway.errors import ValidationError
 from gateway.front.middleware import to_response
 from gateway.front.sagemaker import Invoker
@@ -26,9 +28,10 @@ def _page_size(request: web.Request) -> int | None:
     raw = request.query.get("max_results")
     if raw is None:
         return None
-    if not raw.isdigit() or int(raw) < 1:
+    size = parse_count(raw)
+    if size is None or size < 1:
         raise ValidationError("max_results must be a positive integer.")
-    return int(raw)
+    return size
 
 
 async def load(request: web.Request) -> web.Response:
@@ -89,21 +92,22 @@ async def admin_models(request: web.Request) -> web.Response:
         else:  # unloaded, kept on disk for a fast reload
             known[triton_name] = {"tritonName": triton_name, "state": "on disk", "diskBytes": size}
     rows = sorted(known.values(), key=lambda row: str(row.get("name", row["tritonName"])))
-    raw = request.query.get("page_token", "0") or "0"
-    if not raw.isdigit():
+    start = parse_count(request.query.get("page_token", "0") or "0")
+    if start is None:
         raise ValidationError("page_token is not valid.")
-    start, size = int(raw), _page_size(request) or 100
+    size = _page_size(request) or 100
     document: dict[str, object] = {"models": rows[start : start + size]}
     if start + size < len(rows):
         document["nextPageToken"] = str(start + size)
     return _json(document)
 
 
-def add_routes(app: web.Application) -> None:
-    r = app.router
-    r.add_post("/models", load)
-    r.add_get("/models", list_models)
-    r.add_get("/models/{name}", describe)
-    r.add_delete("/models/{name}", unload)
-    r.add_post("/models/{name}/invoke", invoke)
-    r.add_get("/admin/models", admin_models)
+HANDLERS: dict[str, Handler] = {
+    "models.load": load,
+    "models.list": list_models,
+    "models.describe": describe,
+    "models.unload": unload,
+    "models.invoke": invoke,
+    "admin.models": admin_models,
+}
+"""Handlers of routes.TABLE's admin routes."""

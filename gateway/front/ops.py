@@ -7,6 +7,7 @@ import logging
 from contextlib import suppress
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.errors import GatewayError
@@ -37,5 +38,4 @@ async def _triton_series(app: web.Application) -> bytes:
     return response.body if response.status == 200 else b""
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/metrics", metrics)
+HANDLERS: dict[str, Handler] = {"metrics": metrics}

@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
 
+import orjson
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from gateway import codecs
 from gateway.errors import ServiceUnavailable, ValidationError
@@ -29,6 +31,8 @@ TARGET_MODEL = "x-amzn-sagemaker-target-model"
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 VARIANT = "X-Amzn-Invoked-Production-Variant"
 _JSON_HEADERS = {"Content-Type": codecs.JSON}
+OFF_LOOP_BYTES = 64 * 1024
+"""Bodies larger than this are parsed or converted in a worker thread, not on the loop."""
 PING_TIMEOUT_S = 2.0
 """A health check must answer fast, even when Triton does not."""
 
@@ -68,13 +72,18 @@ class Invoker:
         variant: str,
     ) -> Reply:
         kind = codecs.parse_content_type(headers.get("content-type"), len(body))
-        payload: bytes | BodyBuilder = body
-        if kind.mime == codecs.CSV:
-            payload = partial(codecs.csv_to_v2, body)
+        if len(body) <= OFF_LOOP_BYTES:
+            payload = _payload(kind, body)
+        else:
+            payload = await asyncio.to_thread(_payload, kind, body)
         _, response = await self.service.invoke(ref, payload, _upstream_headers(kind), deadline)
         if response.status != 200:
             raise infer_error(ref.name, response.status, response.body)
-        answer, content_type = _answer(kind, headers.get("accept"), response)
+        accept = headers.get("accept")
+        if len(response.body) <= OFF_LOOP_BYTES or kind.mime != codecs.CSV:
+            answer, content_type = _answer(kind, accept, response)
+        else:
+            answer, content_type = await asyncio.to_thread(_answer, kind, accept, response)
         out = {
             "Content-Type": content_type,
             VARIANT: variant,
@@ -84,6 +93,28 @@ class Invoker:
         if custom is not None:
             out[CUSTOM_ATTRIBUTES] = custom
         return Reply(200, answer, out)
+
+
+def _payload(kind: codecs.BodyKind, body: bytes) -> bytes | BodyBuilder:
+    """Refuse what Triton could not take (empty, not JSON) before it gets there. CSV is
+    converted once the model's input is known; a large one off the loop."""
+    if not body:
+        raise ValidationError("The request body is empty.")
+    if kind.mime == codecs.CSV:
+        if len(body) <= OFF_LOOP_BYTES:
+            return partial(codecs.csv_to_v2, body)
+        return lambda entry: asyncio.to_thread(codecs.csv_to_v2, body, entry)
+    _check_json(body if kind.header_length is None else body[: kind.header_length])
+    return body
+
+
+def _check_json(document: bytes) -> None:
+    try:
+        parsed = orjson.loads(document)
+    except orjson.JSONDecodeError as exc:
+        raise ValidationError(f"The request body is not valid JSON: {exc}") from None
+    if not isinstance(parsed, dict):
+        raise ValidationError("The request body must be a JSON object.")
 
 
 def _upstream_headers(kind: codecs.BodyKind) -> dict[str, str]:
@@ -124,5 +155,4 @@ async def ping(request: web.Request) -> web.Response:
     return web.Response(text="")
 
 
-def add_routes(app: web.Application) -> None:
-    app.router.add_get("/ping", ping)
+HANDLERS: dict[str, Handler] = {"ping": ping}

@@ -14,26 +14,80 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from http import HTTPStatus
-from urllib.parse import unquote
 
 import httptools
 
-from gateway.errors import GatewayError, PayloadTooLarge, UnknownOperation, ValidationError
+from gateway.codecs import parse_count
+from gateway.errors import (
+    GatewayError,
+    HeadersTooLarge,
+    PayloadTooLarge,
+    TargetTooLong,
+    UnknownOperation,
+    ValidationError,
+)
 from gateway.front import kserve_v2
 from gateway.front.replies import Reply, error_reply, internal_failure, new_request_id
+from gateway.front.routes import (
+    KSERVE,
+    PUBLIC,
+    ROUTER,
+    SAGEMAKER,
+    Router,
+    classify,
+    forward_target,
+)
 from gateway.front.sagemaker import Invoker
 from gateway.inference import InferenceService
 from gateway.log import CACHE_HIT, MODEL, REQUEST_ID, AccessLog
 from gateway.metrics import Metrics
+from gateway.settings import Settings
 from gateway.triton.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 MAX_PIPELINED = 16
+LINGER_S = 2.0
+LINGER_BYTES = 1 << 20
+"""After refusing a request, its unread bytes are drained for up to LINGER_S seconds and
+LINGER_BYTES bytes before the close (so the client reads the answer, not a reset)."""
+_NEVER = float("inf")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "expect"}
 _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What one client may hold of the front: sizes, time and connections."""
+
+    max_request_line: int = 8192
+    max_header_size: int = 32768
+    max_header_count: int = 100
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keepalive_timeout: float = 75.0
+    max_connections: int = 10_000
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        return cls(
+            settings.max_request_line,
+            settings.max_header_size,
+            settings.max_header_count,
+            settings.header_timeout,
+            settings.body_timeout,
+            settings.keepalive_timeout,
+            settings.max_connections,
+        )
+
+    @property
+    def sweep_interval(self) -> float:
+        """Deadlines are checked this often (one pass over the connections, no timers)."""
+        shortest = min(self.header_timeout, self.body_timeout, self.keepalive_timeout)
+        return max(0.05, min(1.0, shortest / 4))
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +101,8 @@ class Hot:
     ready_timeout: float
     metrics: Metrics
     access_log: AccessLog | None
-    hidden: tuple[str, ...] = ()
-    """Path prefixes not served on this port (admin routes on a port of their own)."""
+    limits: Limits = Limits()
+    router: Router = ROUTER
 
 
 @dataclass(slots=True)
@@ -58,16 +112,34 @@ class _Request:
     headers: dict[str, str]
     body: bytes
     keep_alive: bool
-    too_large: bool
     deadline: float
+    refusal: GatewayError | None = None
+    """Set when the request was refused while it was read: answer this, then close."""
+
+
+class _Refused(Exception):
+    """Raised inside a parser callback to stop parsing; the reason is on the connection."""
 
 
 class FrontServer:
-    def __init__(self, hot: Hot) -> None:
+    """One listener's connections. ``scopes``: which of the route table's routes it serves."""
+
+    def __init__(self, hot: Hot, scopes: Iterable[str] = (PUBLIC,)) -> None:
         self.hot = hot
+        self.scopes = frozenset(scopes)
+        self.serves_hot = PUBLIC in self.scopes
         self.connections: set[Connection] = set()
         self.closing = False
         self._drained = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._sweeper = self._loop.call_later(hot.limits.sweep_interval, self._sweep)
+
+    def _sweep(self) -> None:
+        """Close the connections whose deadline passed: one pass a tick, no per-request timer."""
+        self._sweeper = self._loop.call_later(self.hot.limits.sweep_interval, self._sweep)
+        now = self._loop.time()
+        for connection in [c for c in self.connections if c.expired(now)]:
+            connection.timed_out()
 
     def discard(self, connection: Connection) -> None:
         self.connections.discard(connection)
@@ -80,6 +152,7 @@ class FrontServer:
     async def close(self, grace_s: float) -> None:
         """Let requests in flight finish (up to ``grace_s``), then drop every connection."""
         self.closing = True
+        self._sweeper.cancel()
         if not self.connections:
             return
         for connection in list(self.connections):
@@ -94,16 +167,35 @@ class Connection(asyncio.Protocol):
     def __init__(self, front: FrontServer) -> None:
         self._front = front
         self._hot = front.hot
+        self._limits = front.hot.limits
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
         self._pending: deque[_Request] = deque()
         self._worker: asyncio.Task[None] | None = None
+        self._deadline = _NEVER
+        """When the client's turn (head, body, idle) is up; the front's sweep enforces it."""
+        self._stalled = _NEVER
+        """When a reply the client does not read is given up on."""
+        self._in_message = False
+        self._in_head = False
+        self._head_bytes = 0
+        self._head_limit = self._limits.max_request_line + self._limits.max_header_size
+        self._length_digits = len(str(front.hot.max_body_size))
+        self._refusal: GatewayError | None = None
+        self._lingering = False
+        self._drained = 0
+        self._write_paused = False
+        self._writable: asyncio.Future[None] | None = None
+        self._eof = False
         self._reset()
 
     def _reset(self) -> None:
-        self._url = b""
+        self._url: list[bytes] = []
+        self._url_size = 0
         self._headers: dict[str, str] = {}
+        self._header_size = 0
+        self._header_count = 0
         self._body: list[bytes] = []
         self._size = 0
 
@@ -111,116 +203,253 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
+        if len(self._front.connections) >= self._limits.max_connections:
+            transport.close()  # over the cap: refused at once, the loop carries on
+            return
         self._front.connections.add(self)
+        self._deadline = self._loop.time() + self._limits.header_timeout
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._front.discard(self)
         self._pending.clear()
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
         if self._worker is not None:
             self._worker.cancel()  # the client is gone; a model load it started goes on
 
     def data_received(self, data: bytes) -> None:
+        if self._lingering:  # drained: the connection closes once the refusal is written
+            self._drained += len(data)
+            if self._drained > LINGER_BYTES and self._transport is not None:
+                self._transport.abort()
+            return
+        body_before = self._size
         try:
             self._parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._fail(f"Malformed HTTP request: {exc}")
         except httptools.HttpParserUpgrade:
-            self._fail("Protocol upgrades are not supported.")
+            self._refuse(ValidationError("Protocol upgrades are not supported."))
+        except httptools.HttpParserError as exc:
+            self._refuse(self._refusal or ValidationError(f"Malformed HTTP request: {exc}"))
+        else:
+            if self._in_message:  # httptools buffers header and trailer lines itself: cap them
+                self._count_head(len(data) - (self._size - body_before))
+
+    def _count_head(self, size: int) -> None:
+        """Bytes of a request other than its body (head, chunk framing, trailers), counted
+        over reads the request spans whole (one begun in this read counts from the next)."""
+        if self._head_bytes < 0:
+            self._head_bytes = 0
+            return
+        self._head_bytes += size
+        limit = self._head_limit if self._in_head else self._head_limit + self._hot.max_body_size
+        if self._head_bytes > limit:
+            self._refuse(HeadersTooLarge("The request head or trailers are too large."))
+
+    def eof_received(self) -> bool:
+        """A client that half-closed after its request still gets the answer."""
+        self._eof = True
+        return not self._lingering and (self._worker is not None or bool(self._pending))
+
+    def pause_writing(self) -> None:
+        """The client does not read its answers: stop reading its requests until it does."""
+        self._write_paused = True
+        self._stalled = self._loop.time() + self._limits.body_timeout
+        if self._transport is not None:
+            self._transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._stalled = _NEVER
+        if self._writable is not None and not self._writable.done():
+            self._writable.set_result(None)
+        if self._transport is not None and len(self._pending) < MAX_PIPELINED:
+            self._transport.resume_reading()
 
     # httptools callbacks
 
+    def on_message_begin(self) -> None:
+        self._in_message = self._in_head = True
+        self._head_bytes = -1  # begun in the read being parsed
+        self._deadline = self._loop.time() + self._limits.header_timeout
+
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        self._url.append(url)
+        self._url_size += len(url)
+        if self._url_size > self._limits.max_request_line:
+            self._stop(TargetTooLong("The request line is too long."))
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self._in_head:
+            return  # a chunked trailer: never a request header
+        self._header_size += len(name) + len(value) + 4
+        self._header_count += 1
+        if (
+            self._header_size > self._limits.max_header_size
+            or self._header_count > self._limits.max_header_count
+        ):
+            self._stop(HeadersTooLarge("The request has too many or too large headers."))
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        if self._headers.get("expect", "").lower() == "100-continue" and self._transport:
+        self._in_head = False
+        self._deadline = self._loop.time() + self._limits.body_timeout
+        length = self._headers.get("content-length")
+        if (
+            length is not None
+            and len(length) >= self._length_digits  # shorter cannot be over the limit
+            and (parse_count(length) or 0) > self._hot.max_body_size
+        ):
+            self._stop(self._too_large())  # before any 100 Continue: the body is not wanted
+        if (
+            self._headers.get("expect", "").lower() == "100-continue"
+            and self._transport
+            and self._worker is None  # not amid the answers to earlier pipelined requests
+        ):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
-        if self._size <= self._hot.max_body_size:
-            self._body.append(body)
+        if self._size > self._hot.max_body_size:
+            self._stop(self._too_large())
+        self._body.append(body)
+        self._deadline = self._loop.time() + self._limits.body_timeout
 
     def on_message_complete(self) -> None:
+        self._in_message = False
+        self._deadline = _NEVER
         request = _Request(
             method=self._parser.get_method(),
-            url=self._url,
+            url=b"".join(self._url),
             headers=self._headers,
             body=b"".join(self._body),
             keep_alive=self._parser.should_keep_alive(),
-            too_large=self._size > self._hot.max_body_size,
             deadline=self._loop.time() + self._hot.ready_timeout,
         )
         self._reset()
+        self._queue(request)
+
+    def _too_large(self) -> PayloadTooLarge:
+        limit = self._hot.max_body_size
+        return PayloadTooLarge(f"Request body is too large: the limit is {limit} bytes.")
+
+    def _stop(self, refusal: GatewayError) -> None:
+        self._refusal = refusal
+        raise _Refused
+
+    def _refuse(self, refusal: GatewayError) -> None:
+        """Answer ``refusal`` after the requests before it, then close; read nothing more."""
+        if self._lingering or self._transport is None or self._transport.is_closing():
+            return
+        self._lingering = True
+        self._queue(_Request(b"", b"", {}, b"", False, 0.0, refusal))
+
+    def _queue(self, request: _Request) -> None:
         self._pending.append(request)
         if len(self._pending) >= MAX_PIPELINED and self._transport is not None:
             self._transport.pause_reading()
         if self._worker is None:
             self._worker = self._loop.create_task(self._work())
 
+    # deadlines
+
+    def expired(self, now: float) -> bool:
+        return self._deadline < now or self._stalled < now
+
+    def timed_out(self) -> None:
+        """Head, body or idle time is up, or the client stopped reading: drop it."""
+        if self._transport is None:
+            return
+        if self._stalled < _NEVER or self._lingering or self._transport.is_closing():
+            self._transport.abort()  # a close would wait for a client that does not read
+        else:
+            self._transport.close()
+
     # serving
 
     async def _work(self) -> None:
         """Answer queued requests in order (HTTP/1.1 pipelining keeps replies ordered)."""
-        while self._pending and self._transport is not None:
+        assert self._transport is not None
+        while self._pending:
             request = self._pending.popleft()
             reply = await self._handle(request)
+            if self._write_paused:
+                self._writable = self._loop.create_future()
+                await self._writable
             keep_alive = request.keep_alive and not self._front.closing
             self._write(reply, keep_alive, request.method == b"HEAD")
+            if request.refusal is not None:
+                self._linger()
+                break
             if not keep_alive:
                 self._transport.close()
                 break
-            if len(self._pending) < MAX_PIPELINED:
+            if len(self._pending) < MAX_PIPELINED and not self._write_paused:
                 self._transport.resume_reading()
         self._worker = None
+        if self._eof and not self._lingering:
+            self._transport.close()
+        elif not self._in_message and not self._lingering:
+            self._deadline = self._loop.time() + self._limits.keepalive_timeout
+
+    def _linger(self) -> None:
+        """Half-close after a refusal and drain what the client still sends, for a while."""
+        assert self._transport is not None
+        self._deadline = self._loop.time() + LINGER_S
+        if self._eof or not self._transport.can_write_eof():
+            self._transport.close()
+            return
+        self._transport.write_eof()
+        self._transport.resume_reading()
 
     async def _handle(self, request: _Request) -> Reply:
         started = time.perf_counter()
         rid = new_request_id()
         REQUEST_ID.set(rid)
         CACHE_HIT.set(None)
-        path = request.url.partition(b"?")[0].decode("latin-1")
-        reply = await self._reply(request, path, rid)
+        try:
+            if request.refusal is not None:
+                raise request.refusal
+            path, query, kind = classify(request.url)
+        except GatewayError as exc:
+            path, reply = "-", error_reply("/", exc, rid)
+        else:
+            reply = await self._reply(request, path, query, kind, rid)
         seconds = time.perf_counter() - started
         if request.method == b"POST" and _is_invocation(path):
             self._hot.metrics.invoked(reply.status, seconds)
         if self._hot.access_log is not None:
-            method = request.method.decode("latin-1")
+            method = request.method.decode("latin-1") or "-"
             self._hot.access_log.record(method, path, reply.status, seconds)
         return reply
 
-    async def _reply(self, request: _Request, path: str, rid: str) -> Reply:
+    async def _reply(
+        self, request: _Request, path: str, query: bytes, kind: int, rid: str
+    ) -> Reply:
         try:
-            if request.too_large:
-                raise PayloadTooLarge(
-                    f"Request body is too large: the limit is {self._hot.max_body_size} bytes."
-                )
-            if request.method == b"POST":
-                reply = await self._hot_route(path, request, rid)
+            if kind and request.method == b"POST" and self._front.serves_hot:
+                reply = await self._hot_route(path, kind, request, rid)
                 if reply is not None:
                     return reply
-            return await self._forward(request, rid)
+            method = request.method.decode("latin-1")
+            route = self._hot.router.match(method, path)
+            if route is None or not route.scopes & self._front.scopes:
+                raise UnknownOperation(f"No route for {method} {path[:200]} on this port.")
+            return await self._forward(request, path, query, rid)
         except GatewayError as exc:
             return error_reply(path, exc, rid)
         except Exception:
             log.exception("request %s failed", rid)
             return error_reply(path, internal_failure(rid), rid)
 
-    async def _hot_route(self, path: str, request: _Request, rid: str) -> Reply | None:
+    async def _hot_route(self, path: str, kind: int, request: _Request, rid: str) -> Reply | None:
         hot = self._hot
-        if path == "/invocations" or (
-            path.startswith("/endpoints/") and path.endswith("/invocations")
-        ):
-            endpoint = None if path == "/invocations" else unquote(path[11:-12])
-            if endpoint is None or "/" not in endpoint:
-                MODEL.set(request.headers.get("x-amzn-sagemaker-target-model", "-"))
-                return await hot.invoker.invoke(
-                    endpoint, request.headers, request.body, rid, request.deadline
-                )
-        if path.startswith("/v2/models/") and path.endswith("/infer"):
+        if kind == SAGEMAKER:
+            MODEL.set(request.headers.get("x-amzn-sagemaker-target-model", "-"))
+            endpoint = None if path == "/invocations" else path[11:-12]
+            return await hot.invoker.invoke(
+                endpoint, request.headers, request.body, rid, request.deadline
+            )
+        if kind == KSERVE:
             name, version = _kserve_target(path[11:-6])
             MODEL.set(name)
             return await kserve_v2.infer(
@@ -228,15 +457,14 @@ class Connection(asyncio.Protocol):
             )
         return None
 
-    async def _forward(self, request: _Request, rid: str) -> Reply:
-        path = request.url.partition(b"?")[0].decode("latin-1")
-        if self._hot.hidden and path.startswith(self._hot.hidden):
-            return error_reply(path, UnknownOperation(f"No route for {path} on this port."), rid)
+    async def _forward(self, request: _Request, path: str, query: bytes, rid: str) -> Reply:
+        """To aiohttp on the internal port, on the normalised path (aiohttp decodes it back
+        to exactly ``path``, so it routes on what the scope check saw)."""
         headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
         headers["x-amzn-RequestId"] = rid
         method = "GET" if request.method == b"HEAD" else request.method.decode("latin-1")
-        url = request.url.decode("latin-1")
-        response = await self._hot.internal.request(method, url, request.body, headers)
+        target = forward_target(path, query)
+        response = await self._hot.internal.request(method, target, request.body, headers)
         kept = {k: v for k, v in response.headers.items() if k not in _HOP_BY_HOP}
         kept.pop("date", None)
         kept.pop("server", None)
@@ -258,13 +486,6 @@ class Connection(asyncio.Protocol):
         else:
             self._transport.writelines((head_bytes, reply.body))
 
-    def _fail(self, message: str) -> None:
-        """A request that cannot even be parsed: answer 400 and close the connection."""
-        if self._transport is None or self._transport.is_closing():
-            return
-        self._write(error_reply("/", ValidationError(message), new_request_id()), False, False)
-        self._transport.close()
-
     def close_when_idle(self) -> None:
         if self._worker is None and self._transport is not None:
             self._transport.close()
@@ -279,8 +500,8 @@ def _is_invocation(path: str) -> bool:
 
 
 def _kserve_target(rest: str) -> tuple[str, str]:
-    """``name`` or ``name/versions/N`` -> (name, version)."""
+    """``name`` or ``name/versions/N`` -> (name, version), as the table's patterns match."""
     name, sep, version = rest.rpartition("/versions/")
-    if sep and version.isdigit() and name:
-        return unquote(name), version
-    return unquote(rest), ""
+    if sep and name and version.isascii() and version.isdigit():
+        return name, version
+    return rest, ""

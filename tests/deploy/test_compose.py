@@ -418,6 +418,16 @@ def test_gateway_listens_on_published_and_probed_port(services):
     assert host_port(probe[0])[1] == settings.port
 
 
+def test_gateway_admin_listener_is_loopback_and_not_published(services):
+    """The management API is unauthenticated: every gateway keeps it inside its container."""
+    for name, service in services.items():
+        if command(service)[:2] != ["mme-gateway", "serve"]:
+            continue
+        settings = gateway_settings(service)
+        assert settings.admin_host in {"127.0.0.1", "::1", "localhost"}, name
+        assert settings.admin_port not in published_ports(service), name
+
+
 def test_triton_healthcheck_probes_its_http_port(services):
     triton = services["triton"]
     probe = [arg for arg in triton["healthcheck"]["test"] if arg.startswith("http")]

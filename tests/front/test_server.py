@@ -7,15 +7,18 @@ production; requests here never reach Triton (they fail validation first).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
 from aiohttp import web
 
 from gateway.front.middleware import errors
+from gateway.front.routes import PUBLIC, TABLE, Route, Router
 from gateway.front.sagemaker import Invoker
-from gateway.front.server import FrontServer, Hot
+from gateway.front.server import FrontServer, Hot, Limits
 from gateway.inference import InferenceService
 from gateway.loading.registry import Registry
 from gateway.metrics import Metrics
@@ -28,10 +31,14 @@ async def _echo(request: web.Request) -> web.Response:
     return web.json_response({"path": request.path_qs, "body": (await request.read()).decode()})
 
 
-@pytest.fixture
-async def front():
+ECHO_ROUTES = tuple(Route(m, "/echo", "echo", frozenset({PUBLIC})) for m in ("GET", "POST"))
+ECHO = Router((*TABLE, *ECHO_ROUTES))
+
+
+@contextlib.asynccontextmanager
+async def _serving(limits: Limits) -> AsyncIterator[tuple[FrontServer, int]]:
     app = web.Application(middlewares=[errors])
-    app.router.add_route("*", "/echo", _echo)
+    Router(ECHO_ROUTES).register(app, {"echo": _echo}, [PUBLIC])
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -49,15 +56,24 @@ async def front():
         ready_timeout=5,
         metrics=metrics,
         access_log=None,
+        limits=limits,
+        router=ECHO,
     )
     server = FrontServer(hot)
     listener = await asyncio.get_running_loop().create_server(server.protocol, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
-    yield server, port
-    listener.close()
-    await server.close(1)
-    await internal.close()
-    await runner.cleanup()
+    try:
+        yield server, listener.sockets[0].getsockname()[1]
+    finally:
+        listener.close()
+        await server.close(1)
+        await internal.close()
+        await runner.cleanup()
+
+
+@pytest.fixture
+async def front():
+    async with _serving(Limits()) as serving:
+        yield serving
 
 
 async def _exchange(
@@ -163,3 +179,49 @@ async def test_server_unexpected_error_is_internal_failure_with_request_id(front
     message = json.loads(body)["message"]
     assert headers["x-amzn-requestid"] in message and "NoneType" not in message
     assert "request " + headers["x-amzn-requestid"] + " failed" in caplog.text
+
+
+async def test_server_connections_over_the_cap_are_closed_and_the_loop_goes_on():
+    async with _serving(Limits(max_connections=2)) as (server, port):
+        held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at once, no answer
+        writer.close()
+        assert len(server.connections) == 2
+        held[0][1].close()
+        await held[0][1].wait_closed()
+        for _ in range(100):  # until the server has seen that close: refused until then
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
+            status_line = await asyncio.wait_for(reader.readline(), 5)
+            writer.close()
+            if status_line:
+                break
+        assert status_line.startswith(b"HTTP/1.1 200")
+        held[1][1].close()
+        await held[1][1].wait_closed()
+
+
+async def test_server_expect_continue_within_the_limit_gets_100_then_the_answer(front):
+    _, port = front
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    )
+    assert await reader.readline() == b"HTTP/1.1 100 Continue\r\n"
+    assert await reader.readline() == b"\r\n"
+    writer.write(b"hi")
+    assert (await reader.readline()).startswith(b"HTTP/1.1 200")
+    writer.close()
+    await writer.wait_closed()
+
+
+async def test_server_chunked_body_over_the_limit_is_413_and_closed(front):
+    _, port = front
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n")
+    writer.write(b"400\r\n" + b"x" * 1024 + b"\r\n")  # 1 KiB in one chunk: the limit is 1000
+    assert (await reader.readline()).startswith(b"HTTP/1.1 413")
+    assert (await asyncio.wait_for(reader.read(), 5)).endswith(b"}")  # then closed
+    writer.close()
+    await writer.wait_closed()

@@ -54,7 +54,9 @@ class Fleet:
         for index, gateway in enumerate(self.gateways):
             if gateway.proc is None or gateway.proc.poll() is not None:
                 continue
-            with urllib.request.urlopen(gateway.url + "/admin/models", timeout=10) as response:
+            with urllib.request.urlopen(
+                gateway.admin_url + "/admin/models", timeout=10
+            ) as response:
                 rows = json.loads(response.read())["models"]
             if any(r.get("name") == model and r["state"] == "ready" for r in rows):
                 found.append(index)

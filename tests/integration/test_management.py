@@ -1,5 +1,6 @@
 """The SageMaker multi-model container contract on a real gateway and Triton:
-preload, list, describe, invoke, delete; plus /admin/models and a separate admin port."""
+preload, list, describe, invoke, delete; plus /admin/models, all on the admin listener,
+and local folders loaded only from under --model-url-root."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 
 from gateway.store.archive import package_model
-from tests.servers import EXAMPLES, Gateway, free_port
+from tests.servers import EXAMPLES, Gateway
 
 BODY = json.dumps(
     {"inputs": [{"name": "INPUT0", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}
@@ -33,14 +34,23 @@ def _load(base: str, name: str, url: str):
     return _call(base + "/models", "POST", json.dumps({"model_name": name, "url": url}).encode())
 
 
+def _root(tmp_path: Path) -> Path:
+    return tmp_path / "opt" / "ml" / "models"
+
+
+def _gateway(tmp_path: Path, store: Path, *args: str) -> Gateway:
+    root = ["--model-url-root", str(_root(tmp_path))]
+    return Gateway(store=str(store), cache_dir=tmp_path / "cache", args=[*root, *args]).start()
+
+
 @pytest.fixture
 def setup(tmp_path: Path):
     store = tmp_path / "store"
     store.mkdir()
     package_model(EXAMPLES / "add_one", store / "add_one.tar.gz")
-    sagemaker_dir = tmp_path / "opt" / "ml" / "models" / "0123abcd" / "model"
+    sagemaker_dir = _root(tmp_path) / "0123abcd" / "model"
     shutil.copytree(EXAMPLES / "add_one", sagemaker_dir)
-    huge = tmp_path / "huge"
+    huge = _root(tmp_path) / "huge"
     shutil.copytree(EXAMPLES / "add_one", huge)
     with (huge / "1" / "weights.bin").open("wb") as weights:
         weights.truncate(300 * 2**20)
@@ -49,12 +59,8 @@ def setup(tmp_path: Path):
 
 def test_management_preload_list_invoke_delete_cycle(tmp_path, setup):
     store, sagemaker_dir, huge = setup
-    gateway = Gateway(
-        store=str(store),
-        cache_dir=tmp_path / "cache",
-        args=["--memory-budget", "200MiB", "--memory-headroom", "0"],
-    ).start()
-    base = gateway.url
+    gateway = _gateway(tmp_path, store, "--memory-budget", "200MiB", "--memory-headroom", "0")
+    base = gateway.admin_url
     try:
         assert _load(base, "first", str(sagemaker_dir))[:1] == (200,)
         assert _load(base, "second", "add_one.tar.gz")[0] == 200
@@ -142,28 +148,50 @@ def _invoke_binary(url: str) -> None:
     np.testing.assert_array_equal(np.frombuffer(body[size:], dtype=np.float32), [2.0, 3.0])
 
 
-def test_management_routes_on_a_separate_admin_port(tmp_path, setup):
+def test_management_routes_only_on_the_admin_listener(tmp_path, setup):
     store, sagemaker_dir, _ = setup
-    admin_port = free_port()
-    gateway = Gateway(
-        store=str(store), cache_dir=tmp_path / "cache", args=["--admin-port", str(admin_port)]
-    ).start()
-    admin = f"http://127.0.0.1:{admin_port}"
+    gateway = _gateway(tmp_path, store)
+    admin = gateway.admin_url
     try:
-        assert _call(gateway.url + "/models")[0] == 404
+        for path in ("/models", "/admin/models", "/%6Dodels", "//models", "/models/"):
+            status, headers, _ = _call(gateway.url + path)
+            assert (status, headers["x-amzn-ErrorType"]) == (404, "UnknownOperationException")
         assert _load(gateway.url, "m", str(sagemaker_dir))[0] == 404
         assert _load(admin, "m", str(sagemaker_dir))[0] == 200
         assert json.loads(_call(admin + "/models")[2])["models"][0]["modelName"] == "m"
+        assert _call(admin + "/ping")[0] == 200
+        assert _call(admin + "/endpoints/e/invocations", "POST", BODY)[0] == 404
+    finally:
+        gateway.stop()
+
+
+def test_management_loads_local_folders_only_from_under_the_root(tmp_path, setup):
+    store, _, _ = setup
+    outside = tmp_path / "elsewhere" / "model"
+    shutil.copytree(EXAMPLES / "add_one", outside)
+    escape = _root(tmp_path) / "escape"
+    escape.symlink_to(outside)
+    gateway = _gateway(tmp_path, store)
+    try:
+        dotted = str(_root(tmp_path) / ".." / ".." / ".." / "elsewhere" / "model")
+        for url in (str(outside), str(escape), dotted, "/etc"):
+            status, headers, body = _load(gateway.admin_url, "pwn", url)
+            assert (status, headers["x-amzn-ErrorType"]) == (400, "ValidationError"), url
+            assert "outside" in json.loads(body)["message"]
+        assert json.loads(_call(gateway.admin_url + "/models")[2]) == {"models": []}
+        assert json.loads(_call(gateway.admin_url + "/admin/models")[2]) == {"models": []}
     finally:
         gateway.stop()
 
 
 def test_management_routes_can_be_turned_off(tmp_path, setup):
     store, sagemaker_dir, _ = setup
-    gateway = Gateway(store=str(store), cache_dir=tmp_path / "cache", args=["--no-admin"]).start()
+    gateway = _gateway(tmp_path, store, "--no-admin")
     try:
-        assert _load(gateway.url, "m", str(sagemaker_dir))[0] in (404, 405)
+        assert _load(gateway.url, "m", str(sagemaker_dir))[0] == 404
         assert _call(gateway.url + "/admin/models")[0] == 404
+        with pytest.raises(urllib.error.URLError):
+            urllib.request.urlopen(gateway.admin_url + "/ping", timeout=5)
     finally:
         gateway.stop()
 
@@ -185,14 +213,12 @@ ensemble_scheduling { step [
 
 def test_management_loads_an_ensemble_folder_with_its_composing_models(tmp_path, setup):
     store, _, _ = setup
-    group = tmp_path / "opt" / "ml" / "models" / "feedbeef" / "model"
+    group = _root(tmp_path) / "feedbeef" / "model"
     shutil.copytree(EXAMPLES / "add_one", group / "add_one")
     (group / "pipeline" / "1").mkdir(parents=True)
     (group / "pipeline" / "config.pbtxt").write_text(ENSEMBLE)
-    gateway = Gateway(
-        store=str(store), cache_dir=tmp_path / "cache", args=["--memory-budget", "1GiB"]
-    ).start()
-    base = gateway.url
+    gateway = _gateway(tmp_path, store, "--memory-budget", "1GiB")
+    base = gateway.admin_url
     try:
         assert _load(base, "twice", str(group))[0] == 200
         status, _, body = _call(
@@ -207,7 +233,7 @@ def test_management_loads_an_ensemble_folder_with_its_composing_models(tmp_path,
         assert states == {"twice": "ready", "twice/add_one": "ready"}
         assert _call(base + "/models/twice", "DELETE")[0] == 200
         assert json.loads(_call(base + "/admin/models")[2])["models"] == []
-        bad = tmp_path / "two-plain-models"
+        bad = _root(tmp_path) / "two-plain-models"
         shutil.copytree(EXAMPLES / "add_one", bad / "a")
         shutil.copytree(EXAMPLES / "add_one", bad / "b")
         status, _, body = _load(base, "bad", str(bad))

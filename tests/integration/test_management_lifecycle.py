@@ -15,10 +15,15 @@ from tests.servers import EXAMPLES, Gateway, example_copy
 JSON = {"Content-Type": "application/json"}
 
 
+def _gateway(tmp_path: Path) -> Gateway:
+    root = ["--model-url-root", str(tmp_path / "opt")]
+    return Gateway(store=str(tmp_path / "store"), cache_dir=tmp_path / "cache", args=root).start()
+
+
 def test_delete_waits_for_requests_in_flight_then_sticks(tmp_path: Path):
     slow = example_copy("memory_hog", tmp_path / "opt" / "slow" / "model", EXECUTE_DELAY_S="1.5")
-    gateway = Gateway(store=str(tmp_path / "store"), cache_dir=tmp_path / "cache").start()
-    base = gateway.url
+    gateway = _gateway(tmp_path)
+    base = gateway.admin_url
     try:
         assert _load(base, "slow", str(slow))[0] == 200
         with ThreadPoolExecutor(max_workers=1) as pool:
@@ -38,8 +43,8 @@ def test_delete_waits_for_requests_in_flight_then_sticks(tmp_path: Path):
 def test_name_loaded_again_from_another_url_serves_the_new_model(tmp_path: Path):
     first = shutil.copytree(EXAMPLES / "add_one", tmp_path / "opt" / "a" / "model")
     second = shutil.copytree(EXAMPLES / "linear_regression", tmp_path / "opt" / "b" / "model")
-    gateway = Gateway(store=str(tmp_path / "store"), cache_dir=tmp_path / "cache").start()
-    base = gateway.url
+    gateway = _gateway(tmp_path)
+    base = gateway.admin_url
     try:
         assert _load(base, "m", str(first))[0] == 200
         assert _call(base + "/models/m/invoke", "POST", BODY, JSON)[0] == 200

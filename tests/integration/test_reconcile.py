@@ -102,7 +102,7 @@ def _ready_in(triton: StandaloneTriton) -> set[str]:
 
 
 def _admin(gateway: Gateway) -> bytes:
-    with urllib.request.urlopen(gateway.url + "/admin/models", timeout=10) as response:
+    with urllib.request.urlopen(gateway.admin_url + "/admin/models", timeout=10) as response:
         return bytes(response.read())
 
 

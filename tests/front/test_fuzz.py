@@ -1,0 +1,147 @@
+"""Generated inputs against the real path normaliser, route table, aiohttp's own router and
+the target resolver: only the documented refusals, and every listener decides alike."""
+
+from __future__ import annotations
+
+import string
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gateway.codecs import parse_count
+from gateway.errors import ModelNotFound, ValidationError
+from gateway.front.routes import HOT, ROUTER, TABLE, classify, forward_target, hot_kind, normalise
+from gateway.resolve import resolve_kserve_name, resolve_target
+
+BOUNDED = settings(max_examples=200, deadline=1000)
+SEGMENTS = st.sampled_from(
+    ["", ".", "..", "models", "admin", "v2", "invocations", "endpoints", "infer", "versions",
+     "ping", "1", "a", "%2F", "%2e", "%61dmin", "%6Dodels", "%", "%zz", "{x}", "é", "%C3%A9",
+     "%FF", "\x00", "%00", "a b", "?", "#"]
+)  # fmt: skip
+TARGETS = st.one_of(
+    st.lists(SEGMENTS, max_size=8).map(lambda parts: "/" + "/".join(parts)).map(str.encode),
+    st.binary(max_size=64),
+    st.builds(lambda host, path: b"http://" + host + path, st.binary(max_size=8),
+              st.binary(max_size=24)),
+)  # fmt: skip
+
+
+@BOUNDED
+@given(TARGETS)
+def test_normalise_gives_a_clean_path_or_a_validation_error(target):
+    try:
+        path, _ = normalise(target)
+    except ValidationError:
+        return
+    assert path.startswith("/") and "//" not in path and path.isprintable()
+    assert path == "/" or not path.endswith("/")
+    assert not {".", ".."} & set(path.split("/"))
+    assert normalise(path.encode())[0] == path  # once normalised, stays so
+
+
+@BOUNDED
+@given(TARGETS)
+def test_normalise_forwarded_target_decodes_back_to_the_same_path(target):
+    try:
+        path, query = normalise(target)
+    except ValidationError:
+        return
+    sent = forward_target(path, query).encode("latin-1")  # as the upstream pool writes it
+    assert normalise(sent) == (path, query)
+
+
+async def _handler(request: web.Request) -> web.Response:
+    raise AssertionError("never called")
+
+
+@pytest.fixture(scope="module")
+def aiohttp_router():
+    app = web.Application()
+    ROUTER.register(app, {route.handler: _handler for route in TABLE}, ["public", "admin"])
+    app.freeze()
+    return app
+
+
+@BOUNDED
+@given(TARGETS, st.sampled_from(["GET", "POST", "DELETE"]))
+async def test_route_table_and_aiohttp_router_agree(aiohttp_router, target, method):
+    """What the front's scope check matched is what aiohttp dispatches to, on the path the
+    front forwards (aiohttp's own router, fed the forwarded target)."""
+    try:
+        path, query = normalise(target)
+    except ValidationError:
+        return
+    ours = ROUTER.match(method, path)
+    request = make_mocked_request(method, forward_target(path, query), app=aiohttp_router)
+    info = await aiohttp_router.router.resolve(request)
+    theirs = info.route.resource.canonical if info.route.resource is not None else None
+    if ours is None or ours.handler == HOT:
+        assert theirs is None or info.http_exception is not None
+    else:
+        assert theirs == ours.pattern and info.http_exception is None
+
+
+@BOUNDED
+@given(TARGETS)
+def test_hot_path_checks_agree_with_the_route_table(target):
+    try:
+        path, _ = normalise(target)
+    except ValidationError:
+        return
+    route = ROUTER.match("POST", path)
+    assert (hot_kind(path) != 0) == (route is not None and route.handler == HOT)
+
+
+NAMES = st.one_of(
+    st.text(max_size=1100),
+    st.lists(st.sampled_from(["a", "..", ".", "", "m.tar.gz", "é", " ", "\\", "\x00"]),
+             max_size=6).map("/".join),
+)  # fmt: skip
+
+
+@BOUNDED
+@given(NAMES)
+def test_resolve_target_accepts_or_refuses_with_validation_error(name):
+    try:
+        ref = resolve_target(name)
+    except ValidationError:
+        return
+    assert ref.triton_name and "/" not in ref.triton_name and ".." not in name.split("/")
+
+
+@BOUNDED
+@given(NAMES)
+def test_resolve_kserve_name_refuses_only_with_model_not_found(name):
+    try:
+        ref = resolve_kserve_name(name)
+    except ModelNotFound:
+        return
+    assert ref.candidates and ref.triton_name
+
+
+@BOUNDED
+@given(st.text(max_size=30) | st.text(string.digits, max_size=25))
+def test_parse_count_takes_ascii_digits_only(text):
+    count = parse_count(text)
+    stripped = text.strip()
+    if count is None:
+        assert not (stripped.isascii() and stripped.isdigit() and len(stripped) <= 18)
+    else:
+        assert count == int(stripped) and stripped.isascii()
+
+
+@BOUNDED
+@given(TARGETS)
+def test_classify_is_normalise_and_hot_kind_twice_over(target):
+    """The remembered classification is the computed one, on a first and a repeated call."""
+    try:
+        path, query = normalise(target)
+    except ValidationError:
+        with pytest.raises(ValidationError):
+            classify(target)
+        return
+    assert classify(target) == classify(target) == (path, query, hot_kind(path))
