@@ -16,12 +16,14 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway.auth import Authorizer
 from gateway.front import kserve_v2, management, ops, sagemaker
 from gateway.front.middleware import errors
 from gateway.front.sagemaker import Invoker
 from gateway.front.server import FrontServer, Hot
 from gateway.inference import InferenceService
 from gateway.keys import (
+    AUTH,
     CACHE,
     CAPACITY,
     CONTROL,
@@ -193,6 +195,8 @@ def create_app(settings: Settings) -> web.Application:
     registry = app[REGISTRY] = Registry(on_hit=policy.record_hit)
     metrics = app[METRICS] = Metrics(settings.per_model_metrics)
     metrics.state.entries = registry.entries
+    if settings.auth_file is not None:
+        app[AUTH] = Authorizer(settings.auth_file)
     app.cleanup_ctx.extend([triton_ctx, memory_ctx, store_ctx, loader_ctx])
     sagemaker.add_routes(app)
     kserve_v2.add_routes(app)
@@ -222,6 +226,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
             access_log=AccessLog(settings.log_format) if settings.access_log else None,
             # Admin routes live on their own port when one is set: not on the public one.
             hidden=ADMIN_PREFIXES if settings.admin_port else (),
+            auth=app.get(AUTH),
         )
         if settings.admin and settings.admin_port:
             admin = web.TCPSite(runner, settings.host, settings.admin_port)
@@ -236,6 +241,8 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
+        if hot.auth is not None:
+            loop.add_signal_handler(signal.SIGHUP, hot.auth.reload)
         await stop.wait()
         log.info("shutting down")
         server.close()

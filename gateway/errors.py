@@ -4,6 +4,11 @@
     ├── ValidationError               400 ValidationError
     │   ├── ModelNotFound             400 on SageMaker routes, 404 on KServe v2 routes
     │   └── PayloadTooLarge           413
+    ├── AuthError                     403 (--auth-file: the caller is not let in)
+    │   ├── MissingAuthenticationToken  403 MissingAuthenticationTokenException (no credentials)
+    │   ├── UnrecognizedClient        403 UnrecognizedClientException (unknown key or token)
+    │   ├── InvalidSignature          403 InvalidSignatureException (bad or expired signature)
+    │   └── AccessDenied              403 AccessDeniedException (model outside its patterns)
     ├── UnknownOperation              404 UnknownOperationException (no such route here)
     ├── NotLoaded                     404 ModelNotFound (management API: not loaded)
     ├── AlreadyLoaded                 409 ModelAlreadyLoaded (management API)
@@ -45,6 +50,29 @@ class ModelNotFound(ValidationError):
 
 class PayloadTooLarge(ValidationError):
     status = 413
+
+
+class AuthError(GatewayError):
+    """403 with botocore's codes, so clients raise the exception AWS itself would."""
+
+    status = 403
+    error_type = "AccessDeniedException"
+
+
+class MissingAuthenticationToken(AuthError):
+    error_type = "MissingAuthenticationTokenException"
+
+
+class UnrecognizedClient(AuthError):
+    error_type = "UnrecognizedClientException"
+
+
+class InvalidSignature(AuthError):
+    error_type = "InvalidSignatureException"
+
+
+class AccessDenied(AuthError):
+    error_type = "AccessDeniedException"
 
 
 class UnknownOperation(GatewayError):

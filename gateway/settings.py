@@ -132,6 +132,11 @@ class Settings:
     """One line per request: request id, target model, status, latency, cache hit."""
     print_examples: bool = False
     """Print ready-to-paste curl and AWS CLI invocations once the gateway is up."""
+    auth_file: Path | None = None
+    """JSON file of principals (access keys, bearer tokens, model patterns): every invocation
+    must then be signed with AWS SigV4 or carry a bearer token. Reloaded on SIGHUP."""
+    metrics_auth: bool = False
+    """Also require those credentials on GET /metrics (needs --auth-file)."""
 
     @property
     def repository(self) -> Path:

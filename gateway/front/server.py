@@ -21,8 +21,10 @@ from urllib.parse import unquote
 
 import httptools
 
+from gateway.auth import Authorizer, kserve_targets, sagemaker_targets
 from gateway.errors import GatewayError, PayloadTooLarge, UnknownOperation, ValidationError
 from gateway.front import kserve_v2
+from gateway.front.access import CLIENT_HOST
 from gateway.front.replies import Reply, error_reply, internal_failure, new_request_id
 from gateway.front.sagemaker import Invoker
 from gateway.inference import InferenceService
@@ -49,6 +51,8 @@ class Hot:
     access_log: AccessLog | None
     hidden: tuple[str, ...] = ()
     """Path prefixes not served on this port (admin routes on a port of their own)."""
+    auth: Authorizer | None = None
+    """The access check (--auth-file), or None."""
 
 
 @dataclass(slots=True)
@@ -216,13 +220,18 @@ class Connection(asyncio.Protocol):
         ):
             endpoint = None if path == "/invocations" else unquote(path[11:-12])
             if endpoint is None or "/" not in endpoint:
-                MODEL.set(request.headers.get("x-amzn-sagemaker-target-model", "-"))
+                target = request.headers.get("x-amzn-sagemaker-target-model")
+                MODEL.set(target or "-")
+                if hot.auth is not None:
+                    hot.auth.authorize(*_signed(request), sagemaker_targets(target))
                 return await hot.invoker.invoke(
                     endpoint, request.headers, request.body, rid, request.deadline
                 )
         if path.startswith("/v2/models/") and path.endswith("/infer"):
             name, version = _kserve_target(path[11:-6])
             MODEL.set(name)
+            if hot.auth is not None:
+                hot.auth.authorize(*_signed(request), kserve_targets(name))
             return await kserve_v2.infer(
                 hot.service, name, version, request.headers, request.body, request.deadline
             )
@@ -234,6 +243,7 @@ class Connection(asyncio.Protocol):
             return error_reply(path, UnknownOperation(f"No route for {path} on this port."), rid)
         headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
         headers["x-amzn-RequestId"] = rid
+        headers[CLIENT_HOST] = request.headers.get("host", "")  # SigV4 signs the Host
         method = "GET" if request.method == b"HEAD" else request.method.decode("latin-1")
         url = request.url.decode("latin-1")
         response = await self._hot.internal.request(method, url, request.body, headers)
@@ -272,6 +282,10 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def _signed(request: _Request) -> tuple[bytes, bytes, dict[str, str], bytes]:
+    return request.method, request.url, request.headers, request.body
 
 
 def _is_invocation(path: str) -> bool:
