@@ -80,6 +80,9 @@ class SigningKeys:
     def __init__(self) -> None:
         self._keys: dict[tuple[str, str, str, str], bytes] = {}
 
+    def __len__(self) -> int:
+        return len(self._keys)
+
     def get(
         self, secret: str, date: str, region: str, service: str, sign: Callable[..., bytes]
     ) -> bytes:

@@ -164,3 +164,32 @@ def test_parse_authorization_reordered_and_spaced() -> None:
 def test_parse_authorization_malformed(value: str) -> None:
     with pytest.raises(InvalidSignature):
         parse_authorization(value)
+
+
+def test_signing_keys_same_as_botocore_derivation():
+    """The cached key signs exactly as botocore's own (uncached) SigV4Auth.signature does."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from gateway.auth.sigv4 import SigningKeys
+
+    signer = SigV4Auth(Credentials("AK", "s3cr3t"), "sagemaker", "eu-west-1")
+    request = AWSRequest("POST", "http://h/")
+    request.context["timestamp"] = "20240229T120000Z"
+    keys = SigningKeys()
+    for _ in range(2):  # derived, then cached
+        key = keys.get("s3cr3t", "20240229", "eu-west-1", "sagemaker", signer._sign)
+        assert signer._sign(key, "text", hex=True) == signer.signature("text", request)
+
+
+def test_signing_keys_bounded():
+    from botocore.auth import SigV4Auth
+
+    from gateway.auth.sigv4 import SigningKeys
+
+    keys = SigningKeys()
+    sign = SigV4Auth(None, "sagemaker", "x")._sign
+    for i in range(3000):  # regions are the client's to choose
+        keys.get("secret", "20240101", f"region-{i}", "sagemaker", sign)
+    assert len(keys) <= 1024
