@@ -32,7 +32,7 @@ test: install tools
 check: install
 	$(VENV)/bin/ruff format --check gateway tests
 	$(VENV)/bin/ruff check gateway tests
-	$(VENV)/bin/mypy gateway
+	$(VENV)/bin/mypy gateway tests
 
 store: install
 	rm -rf $(RUN_DIR)/store && mkdir -p $(RUN_DIR)/store

@@ -528,7 +528,7 @@ http {{
     def cold_start(self) -> None:
         import tritonclient.grpc as grpc
 
-        from gateway.store.archive import extract_tar
+        from gateway.store.archive import Limits, extract_tar
         from gateway.triton.repository import prepare_model_dir
 
         data = self.archives["add_one"].read_bytes()
@@ -552,7 +552,7 @@ http {{
             dest = self.tmp / f"extract-{i}"
             dest.mkdir()
             start = time.perf_counter()
-            extract_tar(io.BytesIO(archive), dest, max_bytes=1 << 30)
+            extract_tar(io.BytesIO(archive), dest, Limits(1 << 30))
             extract.append(time.perf_counter() - start)
 
         repository = self.cache_dir / "models"

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import signal
 from collections.abc import AsyncIterator, Callable
-from functools import partial
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -43,6 +42,7 @@ from gateway.loading.autoscale import Autoscaler
 from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import make_policy
 from gateway.loading.loader import Loader
+from gateway.loading.reconcile import Reconciler
 from gateway.loading.registry import Registry
 from gateway.log import AccessLog
 from gateway.management import Management
@@ -61,7 +61,6 @@ from gateway.variants import Variants
 
 log = logging.getLogger(__name__)
 ADMIN_PREFIXES = ("/models", "/admin")
-MAX_MODEL_BYTES = 1 << 40  # unpacked size cap per model; the disk budget is the real limit
 
 
 async def _wait_external(control: TritonControl, limit_s: float) -> None:
@@ -112,29 +111,27 @@ async def triton_ctx(app: web.Application) -> AsyncIterator[None]:
             await supervisor.stop()
 
 
-def _in_use(app: web.Application, triton_name: str) -> bool:
-    """Loaded, loading or unloading models keep their folder on disk."""
-    return app[REGISTRY].get(triton_name) is not None or app[LOADER].is_loading(triton_name)
-
-
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     variants = app[VARIANTS]
-    store = await open_store(settings.model_store)
+    store = await open_store(settings.model_store, settings.download_stall_timeout)
     variant_stores = {}
     if not variants.single:
         for variant in variants.all:
-            variant_stores[variant.name] = await open_store(variant.store)
+            variant_stores[variant.name] = await open_store(
+                variant.store, settings.download_stall_timeout
+            )
     cache = app[CACHE] = DiskCache(
         settings.repository,
         store,
-        MAX_MODEL_BYTES,
+        settings.max_model_size,
         settings.cache_disk_budget,
-        partial(_in_use, app),
+        app[REGISTRY].knows,  # loaded, loading or unloading models keep their folder
         app[METRICS].evictions.labels(tier="disk").inc,
         variant_stores,
+        settings.max_archive_members,
     )
-    app[METRICS].state.disk = lambda: (cache.used, cache.budget)
+    app[METRICS].watch_disk(lambda: (cache.used, cache.budget))
     await asyncio.to_thread(cache.prepare_dirs)
     log.info("disk cache: %d MiB used of a %d MiB budget", cache.used >> 20, cache.budget >> 20)
     yield
@@ -150,14 +147,20 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
         monitors["gpu"] = nvml
     budget = settings.memory_budget or await asyncio.to_thread(lambda: available_bytes() // 2)
     supervisor = app.get(SUPERVISOR)
-    monitors["host"] = HostMonitor(budget, lambda: supervisor.pid if supervisor else None)
+    host = monitors["host"] = HostMonitor(budget, lambda: supervisor.pid if supervisor else None)
     log.info(
         "memory: %s; host budget %d MiB",
         f"{len(nvml.devices)} GPU(s) through NVML" if nvml else "no GPU: every model on CPU",
         budget >> 20,
     )
     app[CAPACITY] = Capacity(
-        settings, app[REGISTRY], app[CONTROL], monitors, app[POLICY], app[METRICS]
+        settings,
+        app[REGISTRY],
+        app[CONTROL],
+        monitors,
+        app[POLICY],
+        app[METRICS],
+        host.model_pids,
     )
     yield
     if nvml is not None:
@@ -165,10 +168,9 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
-    registry = app[REGISTRY]
-    capacity = app[CAPACITY]
+    settings, registry, capacity = app[SETTINGS], app[REGISTRY], app[CAPACITY]
     loader = app[LOADER] = Loader(
-        app[SETTINGS],
+        settings,
         registry,
         app[CACHE],
         app[CONTROL],
@@ -177,13 +179,20 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         gpu_available="gpu" in capacity.monitors,
     )
-    app[SERVICE] = InferenceService(registry, loader, app[UPSTREAM], app[METRICS])
-    app[MANAGEMENT] = Management(app[SETTINGS], registry, loader, capacity, app[CACHE])
-    autoscaler = Autoscaler(app[SETTINGS], registry, app[CONTROL], capacity)
-    if app[SETTINGS].autoscale:
+    if settings.model_cache == "disabled":
+        registry.when_idle(capacity.unload_soon)
+    reconciler = Reconciler(settings, registry, app[CONTROL], capacity, loader, app[POLICY])
+    app[SERVICE] = InferenceService(
+        registry, loader, app[UPSTREAM], app[METRICS], reconciler.confirm_gone
+    )
+    app[MANAGEMENT] = Management(settings, registry, loader, capacity, app[CACHE])
+    autoscaler = Autoscaler(settings, registry, app[CONTROL], capacity)
+    reconciler.start()
+    if settings.autoscale:
         autoscaler.start()
     yield
     await autoscaler.stop()
+    await reconciler.stop()
     await loader.close()
 
 
@@ -193,8 +202,7 @@ def create_app(settings: Settings) -> web.Application:
     app[VARIANTS] = Variants(settings)
     policy = app[POLICY] = make_policy(settings.eviction_policy)
     registry = app[REGISTRY] = Registry(on_hit=policy.record_hit)
-    metrics = app[METRICS] = Metrics(settings.per_model_metrics)
-    metrics.state.entries = registry.entries
+    app[METRICS] = Metrics(settings.per_model_metrics, registry.entries)
     if settings.auth_file is not None:
         app[AUTH] = Authorizer(settings.auth_file)
     app.cleanup_ctx.extend([triton_ctx, memory_ctx, store_ctx, loader_ctx])

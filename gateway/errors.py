@@ -23,7 +23,7 @@ Adapters (``triton/errors.py``, ``store/s3.py``) translate third-party errors in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 
 class GatewayError(Exception):
@@ -35,6 +35,14 @@ class GatewayError(Exception):
         self.message = message
         self.extra = extra
         """Additional members of the SageMaker error shape (OriginalStatusCode, ...)."""
+
+    def copy(self) -> Self:
+        """A new exception like this one: a remembered error is raised for many requests,
+        and raising one object again and again would grow its traceback."""
+        clone = self.__class__.__new__(self.__class__)
+        clone.__dict__.update(self.__dict__)
+        clone.args = self.args
+        return clone
 
 
 class ValidationError(GatewayError):

@@ -6,7 +6,7 @@ Transport-free: both fronts call it with bytes and get Triton's answer back as b
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
 from urllib.parse import quote
 
@@ -18,6 +18,7 @@ from gateway.resolve import ModelRef
 from gateway.triton.upstream import UpstreamPool, UpstreamResponse
 
 BodyBuilder = Callable[[ModelEntry], bytes]
+ConfirmGone = Callable[[ModelEntry], Awaitable[bool]]
 
 
 @lru_cache(maxsize=65536)
@@ -28,18 +29,25 @@ def infer_path(triton_name: str, version: str = "") -> str:
     return f"/v2/models/{name}/infer"
 
 
-def _model_vanished(response: UpstreamResponse) -> bool:
-    """Triton no longer has the model (unloaded or restarted behind our back)."""
+def _maybe_vanished(response: UpstreamResponse) -> bool:
+    """Triton answered as if it lacked the model. Only a hint: the body can echo client
+    input (an input named "unknown model"), so the reconciler asks Triton before acting."""
     return response.status in (400, 404) and b"unknown model" in response.body
 
 
 class InferenceService:
     def __init__(
-        self, registry: Registry, loader: Loader, upstream: UpstreamPool, metrics: Metrics
+        self,
+        registry: Registry,
+        loader: Loader,
+        upstream: UpstreamPool,
+        metrics: Metrics,
+        confirm_gone: ConfirmGone,
     ) -> None:
         self._registry = registry
         self._loader = loader
         self._upstream = upstream
+        self._confirm_gone = confirm_gone
         self._hit = metrics.cache_hits.inc
         self._miss = metrics.cache_misses.inc
         self._waited = metrics.loading_wait.observe
@@ -70,14 +78,10 @@ class InferenceService:
         for _ in range(2):
             entry = await self.entry(ref, deadline)
             payload = body if isinstance(body, bytes) else body(entry)
-            entry.pins += 1  # pinned: never evicted while in flight (inline: the hot path)
-            try:
+            with entry.pin:  # never evicted while in flight
                 response = await self._upstream.request(
                     "POST", infer_path(ref.triton_name, version), payload, headers
                 )
-            finally:
-                entry.pins -= 1
-            if not _model_vanished(response):
+            if not (_maybe_vanished(response) and await self._confirm_gone(entry)):
                 return entry, response
-            self._registry.remove(ref.triton_name)
         return entry, response

@@ -36,7 +36,20 @@ class Named:
     """An ensemble's composing models, loaded first and unloaded with it."""
 
     def describe(self) -> dict[str, str]:
-        return {"modelName": self.name, "modelUrl": self.url}
+        return {"modelName": self.name, "modelUrl": registered_url(self.url)}
+
+
+def managed_name(name: str, url: str) -> str:
+    """The Triton name of a model loaded by name: tagged so no target path can hash alike,
+    and covering the url, so a name loaded again from elsewhere is a new model."""
+    return triton_name_for(f"models:{name}", f"{name}\x00{url}\x00management")
+
+
+def registered_url(url: str) -> str:
+    """The folder Triton's SageMaker frontend registers: the url less a trailing ``/model``
+    (SageMaker hands containers ``/opt/ml/models/<hash>/model``)."""
+    trimmed = url.rstrip("/")
+    return trimmed.removesuffix("/model") if trimmed.endswith("/model") else url
 
 
 class Management:
@@ -56,8 +69,10 @@ class Management:
         self._named: dict[str, Named] = {}
 
     def ref_for(self, name: str, url: str) -> ModelRef:
-        """Where the model comes from: a local folder or archive, or a key in the model store."""
-        triton_name = triton_name_for("models:" + name)
+        """Where the model comes from: a local folder or archive, or a key in the model store.
+        The Triton name covers the url too: a name loaded again from elsewhere is a new model,
+        never a stale copy of the old one."""
+        triton_name = managed_name(name, url)
         store = self._settings.model_store
         if url.startswith("s3://"):
             if not url.startswith(store.rstrip("/") + "/"):
@@ -71,29 +86,31 @@ class Management:
         return ModelRef(name=name, candidates=ref.candidates, triton_name=triton_name)
 
     def loaded(self, name: str) -> Named:
+        """A model loaded by name (if memory ran short since, its next request reloads it)."""
         named = self._named.get(name)
-        entry = self._registry.get(named.ref.triton_name) if named else None
-        if named is None or entry is None or entry.state is not ModelState.READY:
+        if named is None:
             raise NotLoaded(f"Model '{name}' is not loaded.")
         return named
 
     async def load(self, name: str, url: str) -> Named:
         if not name or not url:
             raise ValidationError("model_name and url are required.")
-        current = self._named.get(name)
-        if current is not None and self._registry.get(current.ref.triton_name) is not None:
+        if name in self._named:
             raise AlreadyLoaded(f"Model '{name}' is already loaded.")
         named = await asyncio.to_thread(self._group, name, url) or Named(
             name, url, self.ref_for(name, url)
         )
+        if name in self._named:  # another POST of the name got here first
+            raise AlreadyLoaded(f"Model '{name}' is already loaded.")
         self._named[name] = named
         try:
             for member in named.members:  # composing models before their ensemble
                 entry = await self._loader.ensure_loaded(member, deadline=float("inf"))
-                entry.held = True
+                self._registry.hold(entry)
             await self._loader.ensure_loaded(named.ref, deadline=float("inf"))
         except BaseException:
-            self._named.pop(name, None)
+            if self._named.get(name) is named:
+                del self._named[name]
             await self._release(named.members)
             raise
         return named
@@ -113,7 +130,7 @@ class Management:
             raise ValidationError(
                 f"{url} holds {len(models)} models; exactly one must be an ensemble of the others."
             )
-        renames = {p.name: triton_name_for(f"models:{name}/{p.name}") for p in models}
+        renames = {p.name: managed_name(f"{name}/{p.name}", url) for p in models}
         members = tuple(
             ModelRef(
                 name=f"{name}/{p.name}",
@@ -128,7 +145,7 @@ class Management:
         ref = ModelRef(
             name=name,
             candidates=(top.name,),
-            triton_name=triton_name_for("models:" + name),
+            triton_name=managed_name(name, url),
             source=str(top),
             renames=tuple(renames.items()),
         )
@@ -138,15 +155,15 @@ class Management:
         for member in members:
             entry = self._registry.get(member.triton_name)
             if entry is not None:
-                entry.held = False
-                await self._capacity.unload(member.triton_name)
+                self._registry.release(entry)
+                if entry.state is ModelState.READY:
+                    await self._registry.wait_idle(entry)
+                    await self._capacity.unload(member.triton_name)
             await self._cache.remove(member)
 
     def page(self, token: str | None, size: int | None) -> tuple[list[Named], str | None]:
         """Loaded models in name order, ``size`` at a time; the token is the last name, opaque."""
-        names = sorted(
-            n for n, m in self._named.items() if self._registry.get(m.ref.triton_name) is not None
-        )
+        names = sorted(self._named)
         after = _decode(token) if token else None
         if after is not None:
             names = [n for n in names if n > after]
@@ -156,11 +173,16 @@ class Management:
         return [self._named[n] for n in chosen], _encode(chosen[-1]) if more else None
 
     async def unload(self, name: str) -> None:
+        """Forget the name at once (no request can reach it from now on), let requests in
+        flight finish, then unload the model and drop it from disk."""
         named = self.loaded(name)
-        await self._capacity.unload(named.ref.triton_name)
+        del self._named[name]
+        entry = self._registry.get(named.ref.triton_name)
+        if entry is not None and entry.state is ModelState.READY:
+            await self._registry.wait_idle(entry)
+            await self._capacity.unload(named.ref.triton_name)
         await self._cache.remove(named.ref)
         await self._release(named.members)
-        self._named.pop(name, None)
 
 
 def _encode(name: str) -> str:

@@ -26,7 +26,9 @@ _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 
 class Metrics:
-    def __init__(self, per_model: int = 0) -> None:
+    def __init__(
+        self, per_model: int = 0, entries: Callable[[], Iterable[ModelEntry]] = list
+    ) -> None:
         r = self.registry = CollectorRegistry()
         self.cache_hits = Counter(
             "mme_model_cache_hits", "Requests whose model was already loaded.", registry=r
@@ -71,7 +73,9 @@ class Metrics:
             registry=r,
         )
         self.failed_loads = Counter("mme_model_load_failures", "Loads that failed.", registry=r)
-        self.state = _StateCollector(per_model)
+        self.state = _StateCollector(per_model, entries)
+        self.watch_disk = self.state.watch_disk
+        self.record_memory = self.state.snapshots.__setitem__
         r.register(self.state)
         self._by_code: dict[int, Callable[[], None]] = {}
 
@@ -87,11 +91,15 @@ class Metrics:
 class _StateCollector(Collector):
     """Gauges read at scrape time: loaded models, memory, disk, and the top-N models."""
 
-    def __init__(self, per_model: int) -> None:
+    def __init__(self, per_model: int, entries: Callable[[], Iterable[ModelEntry]]) -> None:
         self.per_model = per_model
-        self.entries: Callable[[], Iterable[ModelEntry]] = list
+        self.entries = entries
         self.snapshots: dict[str, MemorySnapshot] = {}
         self.disk: Callable[[], tuple[int, int]] = lambda: (0, 0)
+
+    def watch_disk(self, usage: Callable[[], tuple[int, int]]) -> None:
+        """Read the disk cache's (used, budget) at scrape time, once the cache exists."""
+        self.disk = usage
 
     def collect(self) -> Iterable[Metric]:
         entries = list(self.entries())

@@ -2,6 +2,9 @@
 
 The Triton model name is derived from the target path so that it is valid in a model
 repository (one folder name), unique (a hash of the path) and stable across restarts.
+Distinct store keys get distinct names: ``m.tar.gz``, ``m.tgz``, ``m.tar`` and a folder
+``m`` are four models, so one is never served for another. A bare KServe v2 name, which
+may stand for any of them, is a model of its own.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from functools import lru_cache
 from gateway.errors import ModelNotFound, ValidationError
 
 MAX_TARGET_LENGTH = 1024
+MAX_SEGMENT_BYTES = 255
+"""Longest path segment (NAME_MAX on Linux): a longer one can name no file in any store."""
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 _ENDPOINT_NAME = re.compile(r"^[a-zA-Z0-9](-*[a-zA-Z0-9])*$")
@@ -44,10 +49,30 @@ def strip_suffix(path: str) -> str:
     return path
 
 
-def triton_name_for(name: str) -> str:
-    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+def triton_name_for(name: str, key: str | None = None) -> str:
+    """A slug of ``name`` (readable) and a hash of ``key`` (unique; defaults to ``name``)."""
+    digest = hashlib.sha256((name if key is None else key).encode()).hexdigest()[:12]
     slug = _UNSAFE.sub("_", name).strip("._-")[:80] or "model"
     return f"{slug}-{digest}"
+
+
+def scoped_triton_name(scope: str, ref: ModelRef) -> str:
+    """``ref``'s Triton name within a scope (a production variant), as distinct as ref's
+    own; ``.tar.gz`` models keep the name they had before other forms were told apart."""
+    if ref.triton_name == triton_name_for(ref.name):
+        return triton_name_for(f"{scope}:{ref.name}")
+    return triton_name_for(f"{scope}:{ref.name}", f"{scope}:{ref.triton_name}\x00")
+
+
+def _triton_name_of_key(key: str) -> str:
+    """``.tar.gz`` keys keep the name they always had (the hash of their stem); every other
+    form hashes its key with a NUL-separated tag, which no target path can contain, so no
+    two store keys share a Triton name."""
+    if key.endswith(".tar.gz") and len(key) > len(".tar.gz"):
+        return triton_name_for(strip_suffix(key))
+    if key.endswith(ARCHIVE_SUFFIXES):
+        return triton_name_for(strip_suffix(key), key + "\x00archive")
+    return triton_name_for(key, key + "\x00folder")
 
 
 def _check_path(path: str) -> None:
@@ -56,8 +81,13 @@ def _check_path(path: str) -> None:
         raise ValidationError("TargetModel must not contain backslashes or NUL characters.")
     if path.startswith("/"):
         raise ValidationError("TargetModel must be a relative path under the model store.")
-    if any(part in {"", ".", ".."} for part in path.rstrip("/").split("/")):
+    parts = path.rstrip("/").split("/")
+    if any(part in {"", ".", ".."} for part in parts):
         raise ValidationError("TargetModel must not contain empty, '.' or '..' path segments.")
+    if any(len(part.encode()) > MAX_SEGMENT_BYTES for part in parts):
+        raise ValidationError(
+            f"TargetModel path segments must be at most {MAX_SEGMENT_BYTES} bytes long."
+        )
 
 
 @lru_cache(maxsize=65536)
@@ -70,20 +100,26 @@ def resolve_target(target: str) -> ModelRef:
             "TargetModel must consist of printable characters and not start with a space."
         )
     _check_path(target)
-    name = strip_suffix(target.rstrip("/"))
-    return ModelRef(name=name, candidates=(target.rstrip("/"),), triton_name=triton_name_for(name))
+    key = target.rstrip("/")
+    return ModelRef(name=strip_suffix(key), candidates=(key,), triton_name=_triton_name_of_key(key))
 
 
 @lru_cache(maxsize=65536)
 def resolve_kserve_name(name: str) -> ModelRef:
-    """A KServe v2 name is the target path without ``.tar.gz``: try archives, then a folder."""
+    """A KServe v2 name with an archive suffix is that archive (the same model as the
+    TargetModel); a bare name tries the archives, then a folder, and being any one of
+    them, gets a Triton name of its own."""
     try:
         ref = resolve_target(name)
     except ValidationError as exc:
         raise ModelNotFound(f"Model '{name}' is not a valid model name: {exc.message}") from exc
+    if ref.name != ref.candidates[0]:
+        return ref
     stem = ref.name
     candidates = (*(stem + suffix for suffix in ARCHIVE_SUFFIXES), stem)
-    return ModelRef(name=stem, candidates=candidates, triton_name=ref.triton_name)
+    return ModelRef(
+        name=stem, candidates=candidates, triton_name=triton_name_for(stem, stem + "\x00kserve")
+    )
 
 
 def check_endpoint_name(name: str) -> None:

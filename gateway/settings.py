@@ -30,6 +30,22 @@ def parse_size(text: str) -> int:
     return int(float(number) * scale)
 
 
+def parse_headroom(text: str) -> str:
+    """``5%`` or a size; checked here, kept as given."""
+    headroom_bytes(text, 0)
+    return text.strip()
+
+
+def headroom_bytes(text: str, total: int) -> int:
+    text = text.strip()
+    if text.endswith("%"):
+        share = text[:-1].strip()
+        if not re.fullmatch(r"\d+(?:\.\d+)?", share) or float(share) > 100:
+            raise ValueError(f"not a share: {text!r}")
+        return int(total * float(share) / 100)
+    return parse_size(text)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -82,8 +98,9 @@ class Settings:
     memory_budget: int = 0
     """Bytes of host memory Triton's processes may use (GiB/MiB suffixes); 0: half of what is
     available at start. Governs every model on hosts without a GPU, and CPU-only models."""
-    memory_headroom: int = 256 * 1024 * 1024
-    """Bytes kept free on each memory kind beyond the models' estimated needs."""
+    memory_headroom: str = "5%"
+    """Kept free on each memory kind beyond the models' needs: a share of its total (the
+    budget, or the GPU's memory) such as 5%, or a size such as 256MiB."""
     min_model_memory: int = 64 * 1024 * 1024
     """Smallest memory estimate for a model before its first load (per-instance overhead)."""
     eviction_policy: str = "gdsf-decay"
@@ -132,11 +149,41 @@ class Settings:
     """One line per request: request id, target model, status, latency, cache hit."""
     print_examples: bool = False
     """Print ready-to-paste curl and AWS CLI invocations once the gateway is up."""
+    reconcile_interval: float = 10.0
+    """Seconds between comparisons of the gateway's models with Triton's repository index
+    (models Triton no longer holds are forgotten; ones it holds untracked are adopted)."""
+    load_failure_ttl: float = 60.0
+    """Seconds a model that Triton rejected answers its error (424) at once, with no new
+    download or load."""
+    max_concurrent_loads: int = 4
+    """Downloads-and-loads that run at once; the rest queue (their wait counts toward
+    --model-ready-timeout)."""
+    model_cache: str = "enabled"
+    """enabled, or disabled: unload a model as soon as its last request in flight ends
+    (SageMaker's ModelCacheSetting, for endpoints where most models are invoked once)."""
+
+    max_model_size: int = 0
+    """Most bytes one model may unpack to on disk, enforced while extracting (a larger
+    archive is refused with 400); 0: the disk cache budget bounds it (507 beyond)."""
+    max_archive_members: int = 10_000
+    """Most files, folders and links in one model archive or folder (more is refused, 400)."""
+    download_stall_timeout: float = 30.0
+    """Seconds a model download may go without receiving a byte before it fails."""
     auth_file: Path | None = None
     """JSON file of principals (access keys, bearer tokens, model patterns): every invocation
     must then be signed with AWS SigV4 or carry a bearer token. Reloaded on SIGHUP."""
     metrics_auth: bool = False
     """Also require those credentials on GET /metrics (needs --auth-file)."""
+
+    def __post_init__(self) -> None:
+        if self.model_cache not in {"enabled", "disabled"}:
+            raise ValueError(f"--model-cache must be enabled or disabled, not {self.model_cache!r}")
+        if self.max_concurrent_loads < 1:
+            raise ValueError("--max-concurrent-loads must be at least 1")
+
+    def headroom_bytes(self, total: int) -> int:
+        """--memory-headroom in bytes for a memory kind of ``total`` bytes."""
+        return headroom_bytes(self.memory_headroom, total)
 
     @property
     def repository(self) -> Path:
@@ -175,15 +222,17 @@ _CONVERTERS: dict[str, Callable[[str], Any]] = {
 _SIZE_FIELDS = {
     "max_body_size",
     "memory_budget",
-    "memory_headroom",
     "min_model_memory",
     "cache_disk_budget",
+    "max_model_size",
 }
 
 
 def _converter(field: dataclasses.Field[Any]) -> Callable[[str], Any]:
     if field.name in _SIZE_FIELDS:
         return parse_size
+    if field.name == "memory_headroom":
+        return parse_headroom
     return _CONVERTERS[str(field.type)]
 
 
@@ -216,8 +265,8 @@ _DOCS = _collect_docs()
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One flag per Settings field; defaults come from the environment at parse time."""
     for field in dataclasses.fields(Settings):
-        doc = _field_doc(field.name).replace("%", "%%")  # argparse formats help with %
-        help_text = f"{doc} [env {_env(field.name)}; default {field.default}]"
+        help_text = f"{_field_doc(field.name)} [env {_env(field.name)}; default {field.default}]"
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         if field.type == "tuple[str, ...]":
             parser.add_argument(
                 _flag(field.name), dest=field.name, action="append", default=None, help=help_text
@@ -256,7 +305,10 @@ def settings_from(
                 values[field.name] = _converter(field)(raw)
             except ValueError as exc:
                 raise SystemExit(f"{_env(field.name)}: {exc}") from exc
-    return Settings(**values)
+    try:
+        return Settings(**values)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Settings:

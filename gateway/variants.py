@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from gateway.errors import ValidationError
-from gateway.resolve import ModelRef, triton_name_for
+from gateway.resolve import ModelRef, scoped_triton_name
 from gateway.settings import Settings
 
 
@@ -76,6 +76,4 @@ class Variants:
 
 @lru_cache(maxsize=65536)
 def _in_variant(ref: ModelRef, variant: str) -> ModelRef:
-    return dataclasses.replace(
-        ref, triton_name=triton_name_for(f"{variant}:{ref.name}"), variant=variant
-    )
+    return dataclasses.replace(ref, triton_name=scoped_triton_name(variant, ref), variant=variant)

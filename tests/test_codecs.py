@@ -5,14 +5,14 @@ import pytest
 
 from gateway import codecs
 from gateway.errors import ValidationError
-from gateway.loading.registry import ModelEntry, TensorSpec
+from gateway.loading.registry import ModelEntry
 from gateway.resolve import resolve_target
+from gateway.triton.repository import TensorSpec
 
 
 def _entry(max_batch_size=64, shape=(3,), datatype="FP32", inputs=1):
-    entry = ModelEntry(resolve_target("m.tar.gz"), max_batch_size=max_batch_size)
-    entry.inputs = [TensorSpec(f"in{i}", datatype, list(shape)) for i in range(inputs)]
-    return entry
+    specs = tuple(TensorSpec(f"in{i}", datatype, list(shape)) for i in range(inputs))
+    return ModelEntry(resolve_target("m.tar.gz"), max_batch_size=max_batch_size, inputs=specs)
 
 
 def test_parse_content_type_variants():

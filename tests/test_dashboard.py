@@ -27,7 +27,7 @@ from gateway.resolve import ModelRef
 try:
     import yaml
 except ImportError:  # PyYAML is not a dependency: fall back to reading key: value lines
-    yaml = None  # type: ignore[assignment]
+    yaml = None
 
 GRAFANA = Path(__file__).resolve().parents[1] / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "mme-gateway.json"

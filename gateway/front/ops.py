@@ -22,10 +22,9 @@ async def metrics(request: web.Request) -> web.Response:
     app = request.app
     if app[SETTINGS].metrics_auth:
         await access.authorize(request, None)
-    state = app[METRICS].state
     for kind, monitor in app[CAPACITY].monitors.items():
         with suppress(GatewayError):
-            state.snapshots[kind] = await monitor.snapshot()
+            app[METRICS].record_memory(kind, await monitor.snapshot())
     body = generate_latest(app[METRICS].registry) + await _triton_series(app)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

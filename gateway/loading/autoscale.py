@@ -18,15 +18,18 @@ import logging
 import time
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import orjson
-from tritonclient.grpc import model_config_pb2
 
-from gateway.errors import GatewayError
-from gateway.loading.capacity import Capacity
-from gateway.loading.registry import ModelEntry, ModelState, Registry
+from gateway.errors import GatewayError, InsufficientMemory
 from gateway.settings import Settings
-from gateway.triton.client import TritonControl
+from gateway.triton.repository import ModelView
+
+if TYPE_CHECKING:
+    from gateway.loading.capacity import Capacity
+    from gateway.loading.registry import ModelEntry, Registry
+    from gateway.triton.client import TritonControl
 
 log = logging.getLogger(__name__)
 SAMPLES_PER_DECISION = 10
@@ -55,14 +58,12 @@ def decide(load: Load, max_idle_time: float, budget_left: int) -> int:
     return load.instances
 
 
-def limits(config: model_config_pb2.ModelConfig, settings: Settings) -> tuple[int, int]:
-    def parameter(key: str, default: int) -> int:
-        value = config.parameters.get(key)
-        text = value.string_value.strip() if value is not None else ""
-        return int(text) if text.isdigit() else default
-
-    minimum = max(1, parameter("mme_min_instances", settings.min_instances))
-    return minimum, max(minimum, parameter("mme_max_instances", settings.max_instances))
+def limits(view: ModelView, settings: Settings) -> tuple[int, int]:
+    """The model's instance range: its config parameters, else the flags."""
+    low = view.min_instances if view.min_instances is not None else settings.min_instances
+    high = view.max_instances if view.max_instances is not None else settings.max_instances
+    minimum = max(1, low)
+    return minimum, max(minimum, high)
 
 
 def with_instances(config_json: str, count: int) -> str:
@@ -151,22 +152,28 @@ class Autoscaler:
     async def scale(self, entry: ModelEntry, target: int) -> None:
         old, name = entry.instances, entry.ref.triton_name
         override = with_instances(entry.config_json, target)
-        entry.scaling = True
+        self._registry.begin_scaling(entry)
+        instances, config, memory = old, entry.config_json, entry.memory_bytes
         try:
             if target > old:
-                extra = self._capacity.estimate(entry) * (target - old) // max(old, 1)
-                async with self._capacity.room_for(entry, entry.memory_kind, extra) as measure:
+                extra = memory * (target - old) // max(old, 1)
+                async with self._capacity.room_for(entry.ref, entry.memory_kind, extra) as room:
                     await self._control.load(name, override)
-                    await measure()
+                    instances, config = target, override
+                    try:
+                        memory = await self._capacity.settle(entry.ref, room, base=memory)
+                    except InsufficientMemory:
+                        await self._control.load(name, entry.config_json)  # back to ``old``
+                        instances, config = old, entry.config_json
+                        raise
             else:
                 await self._control.load(name, override)
-                self._capacity.scaled(entry, old, target)
+                instances, config = target, override
+                memory = memory * target // max(old, 1)  # the next readings correct it
+                self._capacity.remember(name, memory)
         except GatewayError as exc:
             log.warning("scaling %s from %d to %d instances failed: %s", name, old, target, exc)
             return
         finally:
-            entry.scaling = False
-        if entry.state is ModelState.READY:
-            entry.instances = target
-            entry.config_json = override
-            log.info("scaled %s from %d to %d instances", entry.ref.name, old, target)
+            self._registry.end_scaling(entry, instances, config, memory)
+        log.info("scaled %s from %d to %d instances", entry.ref.name, old, target)

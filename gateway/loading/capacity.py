@@ -1,15 +1,28 @@
-"""Room in memory before a load: estimate the need, evict by policy, trust the readings.
+"""Room in memory before a load, and the truth about what each model holds after it.
 
-Each load first reserves its estimated need on one memory kind ("gpu" through NVML, or
-"host": Triton's processes against --memory-budget). If the monitor's reading, less
-reservations and headroom, leaves too little, idle models are unloaded in the policy's
-order; an unload counts as done only once Triton's repository index shows the model
-UNAVAILABLE, and then the reading (not the bookkeeping) says what was freed. Nothing
-evictable left means InsufficientMemory (507).
+Before a load: the model's need is reserved on one memory kind ("gpu" through NVML, or
+"host": Triton's processes against --memory-budget). If the reading, less reservations
+and headroom, leaves too little, idle models are unloaded in the policy's order; an
+unload counts as done only once Triton's repository index shows the model UNAVAILABLE,
+and then the reading (not the bookkeeping) says what was freed. Evicting cannot help a
+model larger than the whole budget, or larger than what the idle models hold by the
+readings: that is InsufficientMemory (507) at once.
 
-A model's need is estimated before its first load as ESTIMATE_FACTOR times its unpacked
-size (at least --min-model-memory), then measured as the change in used memory around its
-real load and remembered.
+After a load, its footprint is measured, best source first:
+1. per process: a Python-backend instance is a stub process of its own, so the memory of
+   the model's processes (PSS on the host, NVML's per-process figure on a GPU) is the
+   model's, whatever else loads meanwhile;
+2. the change in the reading around a load that overlapped no other load, taken after its
+   victims' memory came back;
+3. otherwise the need it was given (corrected later by the reconciler's readings).
+Then the reading is checked against the budget: over it, idle models are evicted at once;
+if the model does not fit even alone, InsufficientMemory (the loader unloads it), and its
+measured footprint is remembered, so the next request for it is answered 507 at once.
+
+A model's need before its first load: its measured footprint if known, else its config's
+``mme_memory_mb``, else ESTIMATE_FACTOR times its unpacked size (at least
+--min-model-memory). Reservations are entries in a ledger, entered and left in
+``try``/``finally``: what is reserved is always the sum of the loads in progress.
 """
 
 from __future__ import annotations
@@ -18,13 +31,15 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 
 from gateway.errors import InsufficientMemory, ServiceUnavailable
 from gateway.loading.eviction import EvictionPolicy, Resident
 from gateway.loading.registry import ModelEntry, ModelState, Registry
 from gateway.memory.base import MemoryMonitor, MemorySnapshot
 from gateway.metrics import Metrics
+from gateway.resolve import ModelRef
 from gateway.settings import Settings
 from gateway.triton.client import TritonControl
 
@@ -35,11 +50,25 @@ RELEASE_WAIT_S = 3.0
 """How long to wait for an unloaded model's memory to show up as free."""
 POLL_S = 0.05
 
-Measure = Callable[[], Awaitable[None]]
+Pids = Callable[[str], Awaitable[list[int]]]
 
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.0f} MiB"
+
+
+@dataclass(eq=False, slots=True)
+class Reservation:
+    """One load (or scale-up) in progress on one memory kind."""
+
+    name: str
+    kind: str
+    need: int
+    promised: int = 0
+    """Bytes of the victims it is waiting for, until their memory shows as free."""
+    alone: bool = True
+    """No other load overlapped it: the change in the reading is its own."""
+    before: MemorySnapshot | None = None
 
 
 class Capacity:
@@ -51,6 +80,7 @@ class Capacity:
         monitors: dict[str, MemoryMonitor],
         policy: EvictionPolicy,
         metrics: Metrics,
+        model_pids: Pids,
     ) -> None:
         self._settings = settings
         self._registry = registry
@@ -58,110 +88,121 @@ class Capacity:
         self.monitors = monitors
         self._policy = policy
         self._metrics = metrics
+        self._model_pids = model_pids
         self._locks = {kind: asyncio.Lock() for kind in monitors}
-        self._reserved = dict.fromkeys(monitors, 0)
-        self._pending = dict.fromkeys(monitors, 0)
-        """Bytes held by models being unloaded, promised to the loads that evicted them."""
-        self._loads = dict.fromkeys(monitors, 0)
+        self._ledger: set[Reservation] = set()
         self._unloads: dict[str, asyncio.Task[None]] = {}
-        self.footprints: dict[str, int] = {}
+        self._footprints: dict[str, int] = {}
         """Measured memory per Triton model name, remembered across unloads."""
+
+    # the ledger
+
+    def reserved(self, kind: str) -> int:
+        return sum(r.need for r in self._ledger if r.kind == kind)
+
+    def in_progress(self) -> list[Reservation]:
+        return list(self._ledger)
+
+    def _enter(self, reservation: Reservation) -> None:
+        for other in self._ledger:
+            if other.kind == reservation.kind:
+                other.alone = reservation.alone = False
+        self._ledger.add(reservation)
+
+    # estimates
 
     def kind_for(self, cpu_only: bool) -> str:
         return "gpu" if "gpu" in self.monitors and not cpu_only else "host"
 
-    def estimate(self, entry: ModelEntry) -> int:
-        known = self.footprints.get(entry.ref.triton_name)
+    def need(self, triton_name: str, disk_bytes: int, declared: int | None = None) -> int:
+        known = self._footprints.get(triton_name)
         if known is not None:
             return known
-        return max(int(entry.disk_bytes * ESTIMATE_FACTOR), self._settings.min_model_memory)
+        if declared:
+            return declared
+        return max(int(disk_bytes * ESTIMATE_FACTOR), self._settings.min_model_memory)
+
+    def footprint(self, triton_name: str) -> int | None:
+        return self._footprints.get(triton_name)
+
+    def remember(self, triton_name: str, footprint: int) -> None:
+        """A reading (or a scale-down) says what the model holds now."""
+        self._footprints[triton_name] = footprint
+
+    def raise_estimate(self, triton_name: str, need: int) -> None:
+        """Triton ran out of memory anyway: the estimate was too low; ask for twice as much."""
+        self._footprints[triton_name] = 2 * need
+
+    def headroom(self, kind: str, snapshot: MemorySnapshot) -> int:
+        largest = max((d.total for d in snapshot.devices), default=0)
+        return self._settings.headroom_bytes(largest)
+
+    # before a load
 
     @asynccontextmanager
-    async def room_for(
-        self, entry: ModelEntry, kind: str, extra: int | None = None
-    ) -> AsyncIterator[Measure]:
-        """Reserve the model's estimated need on ``kind`` (or ``extra`` bytes more for a model
-        that is growing), evicting first; yields a measure() to call once it is loaded.
+    async def room_for(self, ref: ModelRef, kind: str, need: int) -> AsyncIterator[Reservation]:
+        """Reserve ``need`` bytes of ``kind``, evicting first; yields the reservation (its
+        ``before`` reading taken once the victims' memory is back) for ``settle``.
 
         Only the decision is made under the lock: the unloads it starts run outside it, so
         concurrent loads evict in parallel instead of queueing behind each other's unloads.
         """
-        need = self.estimate(entry) if extra is None else extra
-        base = 0 if extra is None else self.footprints.get(entry.ref.triton_name, 0)
+        reservation = Reservation(ref.triton_name, kind, need)
         async with self._locks[kind]:
-            before, unloads, freed = await self._plan(entry, kind, need)
-            self._reserved[kind] += need
-            self._pending[kind] += freed
-            self._loads[kind] += 1
+            unloads, reservation.promised = await self._plan(ref, kind, need)
+            self._enter(reservation)
         try:
+            monitor = self.monitors[kind]
             if unloads:
+                before = await monitor.snapshot()
                 await asyncio.gather(*(asyncio.shield(task) for task in unloads))
-                await self._await_release(self.monitors[kind], before.used - freed // 2)
+                await self._await_release(monitor, before.used - reservation.promised // 2)
+            reservation.promised = 0
+            reservation.before = await monitor.snapshot()
+            yield reservation
         finally:
-            self._pending[kind] -= freed
-        alone = self._loads[kind] == 1
-
-        async def measure() -> None:
-            # Only a load that ran alone can be told apart in the readings.
-            if alone and self._loads[kind] == 1 and not unloads:
-                after = await self.monitors[kind].snapshot()
-                used = max(after.used - before.used, self._settings.min_model_memory // 4)
-                self.footprints[entry.ref.triton_name] = base + used
-            entry.memory_bytes = self.estimate(entry)
-            entry.memory_kind = kind
-
-        try:
-            yield measure
-        finally:
-            self._reserved[kind] -= need
-            self._loads[kind] -= 1
-
-    def scaled(self, entry: ModelEntry, old: int, new: int) -> None:
-        """Fewer instances hold proportionally less (the next readings correct it)."""
-        name = entry.ref.triton_name
-        self.footprints[name] = self.estimate(entry) * new // max(old, 1)
-        entry.memory_bytes = self.footprints[name]
-
-    def raise_estimate(self, entry: ModelEntry) -> None:
-        """Triton ran out of memory anyway: the estimate was too low; ask for twice as much."""
-        self.footprints[entry.ref.triton_name] = 2 * self.estimate(entry)
+            self._ledger.discard(reservation)
 
     async def _plan(
-        self, entry: ModelEntry, kind: str, need: int
-    ) -> tuple[MemorySnapshot, list[asyncio.Task[None]], int]:
-        """The reading, the victims to unload for ``need`` (already marked UNLOADING so no
-        request pins them and no other load picks them), and the bytes they hold."""
+        self, ref: ModelRef, kind: str, need: int
+    ) -> tuple[list[asyncio.Task[None]], int]:
+        """The victims to unload for ``need`` (already UNLOADING, so no request pins them and
+        no other load picks them), and the bytes they hold. Runs under the kind's lock."""
         snapshot = await self.monitors[kind].snapshot()
         free = self._free(snapshot, kind)
         if need <= free:
-            return snapshot, [], 0
-        residents = self._residents(kind)
+            return [], 0
+        room = max((d.total for d in snapshot.devices), default=0) - self.headroom(kind, snapshot)
+        sizes: dict[str, int] = {}
+        residents = self._residents(kind, ref.triton_name, sizes)
         evictable = sum(r.size for r in residents if not r.pinned)
-        # Evicting cannot help a model that would not fit even then: answer at once and
-        # keep serving what is loaded.
-        victims = (
-            [] if free + evictable < need else self._policy.choose_victims(residents, need - free)
-        )
-        if not victims:
+        if need <= room and free + evictable < need:
+            # The books say no; the readings may know better (a model larger than it was
+            # thought): read what each idle model holds before answering 507.
+            sizes = await self._reread(residents)
+            residents = self._residents(kind, ref.triton_name, sizes)  # no await from here on
+            evictable = sum(r.size for r in residents if not r.pinned)
+        if need > room or free + evictable < need:
             raise InsufficientMemory(
-                f"Model '{entry.ref.name}' needs about {_mib(need)} of {kind} memory; "
+                f"Model '{ref.name}' needs about {_mib(need)} of {kind} memory; "
                 f"{_mib(max(free, 0))} is free and idle models hold {_mib(evictable)}."
             )
-        log.info("evicting %s to make room for %s", ", ".join(victims), entry.ref.name)
+        victims = self._policy.choose_victims(residents, need - free)
+        return self._evict(ref, residents, victims)
+
+    def _evict(
+        self, ref: ModelRef, residents: list[Resident], victims: list[str]
+    ) -> tuple[list[asyncio.Task[None]], int]:
+        log.info("evicting %s to make room for %s", ", ".join(victims), ref.name)
         self._metrics.evictions.labels(tier="memory").inc(len(victims))
         sizes = {r.name: r.size for r in residents}
-        unloads = [self._start_unload(name) for name in victims]
-        return snapshot, unloads, sum(sizes[name] for name in victims)
+        return [self._start_unload(name) for name in victims], sum(sizes[n] for n in victims)
 
     def _free(self, snapshot: MemorySnapshot, kind: str) -> int:
         """Free memory as the reading says, plus what unloads under way will give back, less
         what loads under way were promised."""
-        return (
-            snapshot.free
-            + self._pending[kind]
-            - self._reserved[kind]
-            - self._settings.memory_headroom
-        )
+        promised = sum(r.promised for r in self._ledger if r.kind == kind)
+        return snapshot.free + promised - self.reserved(kind) - self.headroom(kind, snapshot)
 
     async def _await_release(self, monitor: MemoryMonitor, used_at_most: int) -> None:
         """Triton returns from an unload before the memory is back: wait for the reading."""
@@ -172,42 +213,136 @@ class Capacity:
                 return
             await asyncio.sleep(POLL_S)
 
-    def _residents(self, kind: str) -> list[Resident]:
+    def _residents(
+        self, kind: str, exclude: str = "", sizes: dict[str, int] | None = None
+    ) -> list[Resident]:
+        """Loaded models of ``kind`` as the policy sees them; ``sizes`` from fresh readings
+        override the books."""
+        sizes = sizes or {}
         return [
             Resident(
                 name=e.ref.triton_name,
-                size=e.memory_bytes or self.estimate(e),
+                size=sizes.get(e.ref.triton_name)
+                or e.memory_bytes
+                or self.need(e.ref.triton_name, e.disk_bytes),
                 load_cost=e.load_seconds,
                 pinned=e.pins > 0 or e.scaling or e.held,
             )
-            for e in self._registry.entries()
-            if e.state is ModelState.READY and e.memory_kind == kind
+            for e in self._registry.loaded()
+            if e.memory_kind == kind and e.ref.triton_name != exclude
         ]
+
+    async def _reread(self, residents: list[Resident]) -> dict[str, int]:
+        sizes = {}
+        for resident in residents:
+            held = None if resident.pinned else await self.held(resident.name)
+            if held:
+                sizes[resident.name] = held
+                entry = self._registry.get(resident.name)
+                if entry is not None and entry.state is ModelState.READY:
+                    self._registry.measured(entry, held)
+        return sizes
+
+    # after a load
+
+    async def held(self, triton_name: str, kind: str = "") -> int | None:
+        """What the model's own processes hold, by the readings (None: cannot tell)."""
+        entry = self._registry.get(triton_name)
+        kind = kind or (entry.memory_kind if entry else "host")
+        pids = await self._model_pids(triton_name)
+        if not pids or kind not in self.monitors:
+            return None
+        held = await self.monitors[kind].held_by(pids)
+        return held or None
+
+    async def settle(self, ref: ModelRef, reservation: Reservation, base: int = 0) -> int:
+        """Triton loaded the model: measure its footprint, remember it, then hold the budget
+        (InsufficientMemory if the model does not fit even alone). ``base``: what it held
+        before, for a model that grew."""
+        footprint = await self._measure(ref, reservation, base)
+        self._footprints[ref.triton_name] = footprint
+        await self._enforce(ref, reservation.kind, footprint)
+        return footprint
+
+    async def _measure(self, ref: ModelRef, reservation: Reservation, base: int) -> int:
+        floor = self._settings.min_model_memory // 4
+        held = await self.held(ref.triton_name, reservation.kind)
+        if held is not None:
+            return max(held, floor)
+        if reservation.alone and reservation.before is not None:
+            after = await self.monitors[reservation.kind].snapshot()
+            return base + max(after.used - reservation.before.used, floor)
+        return base + reservation.need
+
+    async def _enforce(self, ref: ModelRef, kind: str, footprint: int) -> None:
+        async with self._locks[kind]:
+            snapshot = await self.monitors[kind].snapshot()
+            headroom = self.headroom(kind, snapshot)
+            over = max(d.used - (d.total - headroom) for d in snapshot.devices)
+            if over <= 0:
+                return
+            residents = self._residents(kind, exclude=ref.triton_name)
+            evictable = sum(r.size for r in residents if not r.pinned)
+            if evictable < over:
+                raise InsufficientMemory(
+                    f"Model '{ref.name}' holds {_mib(footprint)} of {kind} memory and does not "
+                    f"fit: with it loaded the budget is {_mib(over)} short and too little is idle."
+                )
+            victims = self._policy.choose_victims(residents, over)
+            unloads, _ = self._evict(ref, residents, victims)
+        await asyncio.gather(*(asyncio.shield(task) for task in unloads))
+
+    # unloads
 
     async def unload(self, triton_name: str) -> None:
         """Unload one model and wait until Triton reports it UNAVAILABLE (single-flight)."""
         await asyncio.shield(self._start_unload(triton_name))
 
+    def unload_soon(self, entry: ModelEntry) -> None:
+        """Unload an idle model in the background (--model-cache disabled)."""
+        if entry.state is ModelState.READY and not (entry.pins or entry.scaling or entry.held):
+            _ = self._start_unload(entry.ref.triton_name)
+
     def _start_unload(self, triton_name: str) -> asyncio.Task[None]:
         task = self._unloads.get(triton_name)
         if task is None:
             entry = self._registry.get(triton_name)
-            if entry is not None:
-                entry.state = ModelState.UNLOADING  # no new request can pin it from now on
-            task = asyncio.create_task(self._unload(triton_name), name=f"unload:{triton_name}")
+            if entry is not None and entry.state is ModelState.READY:
+                self._registry.start_unload(entry)  # no new request can pin it from now on
+            task = asyncio.create_task(
+                self._unload(triton_name, entry), name=f"unload:{triton_name}"
+            )
             self._unloads[triton_name] = task
             task.add_done_callback(lambda _: self._unloads.pop(triton_name, None))
         return task
 
-    async def _unload(self, triton_name: str) -> None:
+    async def _unload(self, triton_name: str, entry: ModelEntry | None) -> None:
         started = time.perf_counter()
         try:
             await self._control.unload(triton_name)
             await self.wait_unavailable(triton_name)
-            self._metrics.unloading.observe(time.perf_counter() - started)
-        finally:
-            self._registry.remove(triton_name)
-            self._policy.record_evict(triton_name)
+        except BaseException:
+            if entry is not None:
+                self._registry.unload_failed(entry)  # Triton may still hold it: reconcile
+            raise
+        self._metrics.unloading.observe(time.perf_counter() - started)
+        if entry is not None:
+            self._registry.unloaded(entry)
+        self._policy.record_evict(triton_name)
+        await self.wait_gone(triton_name)
+
+    async def wait_gone(self, triton_name: str) -> None:
+        """Until the model's own processes have exited (bounded): Triton reports an unload
+        done before its stubs have given their memory back."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RELEASE_WAIT_S
+        while loop.time() < deadline:
+            if not await self._model_pids(triton_name):
+                return
+            await asyncio.sleep(POLL_S)
+
+    def unloading(self, triton_name: str) -> bool:
+        return triton_name in self._unloads
 
     async def wait_unavailable(self, triton_name: str) -> None:
         loop = asyncio.get_running_loop()
@@ -226,4 +361,9 @@ class Capacity:
         """A load must never start into memory that an unfinished unload still holds."""
         task = self._unloads.get(triton_name)
         if task is not None:
-            await asyncio.shield(task)
+            with suppress(Exception):  # a failed unload leaves the model to the reconciler
+                await asyncio.shield(task)
+
+
+def _resized(resident: Resident, size: int) -> Resident:
+    return Resident(resident.name, size, resident.load_cost, resident.pinned)

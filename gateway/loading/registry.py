@@ -1,18 +1,41 @@
-"""What is loaded now: each model's state, its LRU position and its in-flight pins.
+"""Every model's state, and the only code that changes it.
 
-The registry only records; the loader changes states and eviction reads them.
+Each model the gateway knows has one ``ModelEntry``; this module is its only writer. Other
+modules read entries and ask for transitions, which check that they are legal and raise
+``IllegalTransition`` if not::
+
+                 begin            fetched            became_ready
+      (gone) ──────────▶ DOWNLOADING ─────▶ LOADING ─────────────▶ READY ◀──┐
+        ▲  ▲                 │                 │                    │ │ │   │ begin_scaling /
+        │  │     abandon     │                 │   adopt            │ │ └───┘ end_scaling,
+        │  └─────────────────┴─────────────────┘   (reconcile) ─────┘ │       hold / release,
+        │                    │ failed(error, ttl)                     │       pin (in flight)
+        │                    ▼                                        │ start_unload
+        │  expired        FAILED                                      ▼ (idle, not held)
+        └────────────────────┘                                    UNLOADING
+        ◀──────────────────────────────── unloaded / vanished ────────┘
+
+    reset(): every entry is gone (Triton restarted and forgot every model).
+    vanished(): Triton's repository index no longer shows a READY model as READY.
+
+A FAILED entry answers its error at once until it expires, so a model Triton rejects is
+not downloaded and loaded again by every request. Transitions never await: under asyncio
+each is atomic, so no entry is ever written by two transitions at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
+from gateway.errors import GatewayError
 from gateway.resolve import ModelRef
+from gateway.triton.repository import ModelView, TensorSpec
 
 
 class ModelState(enum.Enum):
@@ -23,45 +46,72 @@ class ModelState(enum.Enum):
     FAILED = "failed"
 
 
-@dataclass(slots=True)
-class TensorSpec:
-    name: str
-    datatype: str
-    shape: list[int]
+class IllegalTransition(RuntimeError):
+    """A transition asked for from a state that does not allow it: a bug, never input."""
 
 
-@dataclass(slots=True)
+class _Pin:
+    """``with registry.pin(entry):`` a request in flight; one object per entry, reused."""
+
+    __slots__ = ("_entry", "_on_idle")
+
+    def __init__(self, entry: ModelEntry, on_idle: Callable[[ModelEntry], None]) -> None:
+        self._entry = entry
+        self._on_idle = on_idle
+
+    def __enter__(self) -> None:
+        self._entry.pins += 1
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        entry = self._entry
+        entry.pins -= 1
+        if entry.pins == 0:
+            self._on_idle(entry)
+
+
+@dataclass(slots=True, eq=False)
 class ModelEntry:
+    """One model's state. Read anywhere; written only by ``Registry``'s transitions."""
+
     ref: ModelRef
     state: ModelState = ModelState.DOWNLOADING
     pins: int = 0
     """Requests in flight; a pinned model is never evicted."""
     hits: int = 0
     last_used: float = field(default_factory=time.monotonic)
-    max_batch_size: int = 0
-    inputs: list[TensorSpec] = field(default_factory=list)
-    outputs: list[TensorSpec] = field(default_factory=list)
     disk_bytes: int = 0
+    fetch_seconds: float = 0.0
+    """Download and unpacking time of the last load (0 when it was on disk)."""
+    load_seconds: float = 0.0
     memory_kind: str = ""
     """"gpu" or "host": which memory the loaded model counts against."""
     memory_bytes: int = 0
-    """Measured (or estimated) memory the loaded model holds."""
-    load_seconds: float = 0.0
-    fetch_seconds: float = 0.0
-    """Download and unpacking time of the last load (0 when it was on disk)."""
+    """What the loaded model holds: measured where the readings allow, else estimated."""
+    max_batch_size: int = 0
+    inputs: tuple[TensorSpec, ...] = ()
+    outputs: tuple[TensorSpec, ...] = ()
     instances: int = 1
     """Triton instances serving the model now (its first instance group's count)."""
     min_instances: int = 1
     max_instances: int = 1
     batch: int = 1
-    """Requests one instance takes at once: max_batch_size with dynamic batching, else 1."""
     config_json: str = ""
     """The config Triton loaded (JSON), the base of instance-count overrides."""
     scaling: bool = False
     """A scale event is reloading it: not evictable meanwhile."""
     held: bool = False
     """A composing model of a loaded ensemble: evicted only with it (by DELETE /models)."""
-    error: str | None = None
+    error: GatewayError | None = None
+    expires: float = 0.0
+    """When a FAILED entry is forgotten (monotonic seconds)."""
+    pin: _Pin = field(init=False, repr=False)
+    idle: asyncio.Event | None = None
+    """Set when the last request in flight ends (only while someone waits for it)."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -76,57 +126,252 @@ class ModelEntry:
             "loadSeconds": round(self.load_seconds, 3),
             "instances": self.instances,
             "idleSeconds": round(time.monotonic() - self.last_used, 3),
-            "error": self.error,
+            "error": self.error.message if self.error else None,
         }
 
 
-class Registry:
-    """Models the gateway knows about, keyed by Triton name, least recently used first."""
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """What a finished load tells the registry."""
 
-    def __init__(self, on_hit: Callable[[str], None] = lambda _: None) -> None:
-        self._entries: OrderedDict[str, ModelEntry] = OrderedDict()
+    memory_kind: str
+    memory_bytes: int
+    load_seconds: float
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    instances: int
+    min_instances: int
+    max_instances: int
+    batch: int
+    config_json: str
+
+
+def loaded_from(view: ModelView, **fields: Any) -> Loaded:
+    """A ``Loaded`` whose model description comes from its config view."""
+    defaults: dict[str, Any] = {
+        "max_batch_size": view.max_batch_size,
+        "inputs": view.inputs,
+        "outputs": view.outputs,
+        "instances": view.instances,
+        "batch": view.batch,
+        "config_json": view.config_json,
+    }
+    return Loaded(**{**defaults, **fields})
+
+
+class Registry:
+    """Models the gateway knows about, keyed by Triton name."""
+
+    def __init__(
+        self,
+        on_hit: Callable[[str], None] = lambda _: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._entries: dict[str, ModelEntry] = {}
         self._on_hit = on_hit
         """Tells the eviction policy of each use (O(1), on the hot path)."""
+        self._on_idle: Callable[[ModelEntry], None] | None = None
+        self._clock = clock
+
+    def when_idle(self, callback: Callable[[ModelEntry], None]) -> None:
+        """Call ``callback`` when a ready model's last request ends (--model-cache disabled)."""
+        self._on_idle = callback
+
+    # reads
 
     def ready(self, triton_name: str) -> ModelEntry | None:
-        """The hot-path lookup: the entry if it can serve now, refreshed in LRU order."""
+        """The hot-path lookup: the entry if it can serve now, its use recorded."""
         entry = self._entries.get(triton_name)
         if entry is None or entry.state is not ModelState.READY:
             return None
-        self._entries.move_to_end(triton_name)
         entry.hits += 1
-        entry.last_used = time.monotonic()
+        entry.last_used = self._clock()
         self._on_hit(triton_name)
         return entry
 
     def get(self, triton_name: str) -> ModelEntry | None:
         return self._entries.get(triton_name)
 
-    def begin(self, ref: ModelRef) -> ModelEntry:
-        """Register a model before it is fetched, so it shows as not ready while it loads."""
-        entry = self._entries.get(ref.triton_name)
-        if entry is None:
-            entry = self._entries[ref.triton_name] = ModelEntry(ref)
-        entry.state = ModelState.DOWNLOADING
-        entry.error = None
-        return entry
-
-    def set_state(self, triton_name: str, state: ModelState, error: str | None = None) -> None:
+    def knows(self, triton_name: str) -> bool:
+        """Downloading, loading, loaded or unloading: its folder on disk is in use."""
         entry = self._entries.get(triton_name)
-        if entry is not None:
-            entry.state = state
-            entry.error = error
-
-    def remove(self, triton_name: str) -> None:
-        self._entries.pop(triton_name, None)
+        return entry is not None and entry.state is not ModelState.FAILED
 
     def entries(self) -> list[ModelEntry]:
         """Least recently used first."""
-        return list(self._entries.values())
+        return sorted(self._entries.values(), key=lambda e: e.last_used)
 
     def loaded(self) -> list[ModelEntry]:
         return [e for e in self._entries.values() if e.state is ModelState.READY]
 
+    def failure(self, triton_name: str) -> GatewayError | None:
+        """The error a recent failed load left, until it expires."""
+        entry = self._entries.get(triton_name)
+        if entry is None or entry.state is not ModelState.FAILED:
+            return None
+        if self._clock() >= entry.expires:
+            del self._entries[triton_name]
+            return None
+        return entry.error
+
+    # pins
+
+    def pin(self, entry: ModelEntry) -> _Pin:
+        """``with registry.pin(entry):`` while a request is in flight."""
+        return entry.pin
+
+    async def wait_idle(self, entry: ModelEntry) -> None:
+        """Until no request is in flight for the model."""
+        while entry.pins:
+            if entry.idle is None:
+                entry.idle = asyncio.Event()
+            await entry.idle.wait()
+
+    def _idle(self, entry: ModelEntry) -> None:
+        if entry.idle is not None:
+            entry.idle.set()
+            entry.idle = None
+        if self._on_idle is not None and entry.state is ModelState.READY:
+            self._on_idle(entry)
+
+    # transitions
+
+    def begin(self, ref: ModelRef) -> ModelEntry:
+        """(gone) -> DOWNLOADING; a failure still remembered is raised instead."""
+        error = self.failure(ref.triton_name)
+        if error is not None:
+            raise error.copy()
+        if ref.triton_name in self._entries:
+            raise self._illegal(self._entries[ref.triton_name], "begin")
+        entry = ModelEntry(ref, last_used=self._clock())
+        entry.pin = _Pin(entry, self._idle)
+        self._entries[ref.triton_name] = entry
+        return entry
+
+    def fetched(self, entry: ModelEntry, disk_bytes: int, fetch_seconds: float) -> None:
+        """DOWNLOADING -> LOADING: on disk, about to be loaded into Triton."""
+        self._expect(entry, "fetched", ModelState.DOWNLOADING)
+        entry.state = ModelState.LOADING
+        entry.disk_bytes = disk_bytes
+        entry.fetch_seconds = fetch_seconds
+
+    def became_ready(self, entry: ModelEntry, loaded: Loaded) -> None:
+        """LOADING -> READY."""
+        self._expect(entry, "became_ready", ModelState.LOADING)
+        self._describe(entry, loaded)
+        entry.state = ModelState.READY
+        entry.last_used = self._clock()
+
+    def adopt(self, ref: ModelRef, loaded: Loaded) -> ModelEntry:
+        """(gone) -> READY: Triton holds a model this gateway placed but did not track."""
+        if ref.triton_name in self._entries:
+            raise self._illegal(self._entries[ref.triton_name], "adopt")
+        entry = ModelEntry(ref, state=ModelState.READY, last_used=self._clock())
+        entry.pin = _Pin(entry, self._idle)
+        self._describe(entry, loaded)
+        self._entries[ref.triton_name] = entry
+        return entry
+
+    def measured(self, entry: ModelEntry, memory_bytes: int) -> None:
+        """A reading corrected what a loaded model holds."""
+        self._expect(entry, "measured", ModelState.READY, ModelState.UNLOADING)
+        entry.memory_bytes = memory_bytes
+
+    def failed(self, entry: ModelEntry, error: GatewayError, ttl: float) -> None:
+        """DOWNLOADING/LOADING -> FAILED: requests get ``error`` at once for ``ttl`` s."""
+        self._expect(entry, "failed", ModelState.DOWNLOADING, ModelState.LOADING)
+        if ttl <= 0:
+            del self._entries[entry.ref.triton_name]
+            return
+        entry.state = ModelState.FAILED
+        entry.error = error
+        entry.expires = self._clock() + ttl
+
+    def abandon(self, entry: ModelEntry) -> None:
+        """DOWNLOADING/LOADING -> (gone): the load stopped; the next request tries afresh.
+        A no-op for an entry that is no longer registered (reset meanwhile)."""
+        if self._entries.get(entry.ref.triton_name) is not entry:
+            return
+        self._expect(entry, "abandon", ModelState.DOWNLOADING, ModelState.LOADING)
+        del self._entries[entry.ref.triton_name]
+
+    def start_unload(self, entry: ModelEntry) -> None:
+        """READY -> UNLOADING: only an idle, unheld model that is not scaling."""
+        self._expect(entry, "start_unload", ModelState.READY)
+        if entry.pins or entry.scaling or entry.held:
+            raise self._illegal(entry, "start_unload (pinned, scaling or held)")
+        entry.state = ModelState.UNLOADING
+
+    def unloaded(self, entry: ModelEntry) -> None:
+        """UNLOADING -> (gone). A no-op for an entry reset meanwhile."""
+        if self._entries.get(entry.ref.triton_name) is not entry:
+            return
+        self._expect(entry, "unloaded", ModelState.UNLOADING)
+        del self._entries[entry.ref.triton_name]
+
+    def unload_failed(self, entry: ModelEntry) -> None:
+        """UNLOADING -> READY: Triton may still hold it; the reconciler checks which."""
+        if self._entries.get(entry.ref.triton_name) is not entry:
+            return
+        self._expect(entry, "unload_failed", ModelState.UNLOADING)
+        entry.state = ModelState.READY
+
+    def vanished(self, entry: ModelEntry) -> None:
+        """READY -> (gone): Triton's index says it no longer holds the model."""
+        if self._entries.get(entry.ref.triton_name) is not entry:
+            return
+        self._expect(entry, "vanished", ModelState.READY)
+        del self._entries[entry.ref.triton_name]
+
+    def begin_scaling(self, entry: ModelEntry) -> None:
+        self._expect(entry, "begin_scaling", ModelState.READY)
+        if entry.scaling:
+            raise self._illegal(entry, "begin_scaling (already scaling)")
+        entry.scaling = True
+
+    def end_scaling(
+        self, entry: ModelEntry, instances: int, config_json: str, memory_bytes: int
+    ) -> None:
+        """The scale event ended; ``instances`` is the count Triton now runs."""
+        if not entry.scaling:
+            raise self._illegal(entry, "end_scaling (not scaling)")
+        entry.scaling = False
+        if entry.state is ModelState.READY:
+            entry.instances = instances
+            entry.config_json = config_json
+            entry.memory_bytes = memory_bytes
+
+    def hold(self, entry: ModelEntry) -> None:
+        self._expect(entry, "hold", ModelState.READY)
+        entry.held = True
+
+    def release(self, entry: ModelEntry) -> None:
+        entry.held = False
+
     def reset(self) -> None:
         """Triton restarted and forgot every model: nothing is loaded any more."""
         self._entries.clear()
+
+    # helpers
+
+    def _describe(self, entry: ModelEntry, loaded: Loaded) -> None:
+        entry.memory_kind = loaded.memory_kind
+        entry.memory_bytes = loaded.memory_bytes
+        entry.load_seconds = loaded.load_seconds
+        entry.max_batch_size = loaded.max_batch_size
+        entry.inputs = loaded.inputs
+        entry.outputs = loaded.outputs
+        entry.instances = loaded.instances
+        entry.min_instances = loaded.min_instances
+        entry.max_instances = loaded.max_instances
+        entry.batch = loaded.batch
+        entry.config_json = loaded.config_json
+
+    def _expect(self, entry: ModelEntry, transition: str, *states: ModelState) -> None:
+        if entry.state not in states or self._entries.get(entry.ref.triton_name) is not entry:
+            raise self._illegal(entry, transition)
+
+    @staticmethod
+    def _illegal(entry: ModelEntry, transition: str) -> IllegalTransition:
+        return IllegalTransition(f"{transition} from {entry.state.value} ({entry.ref.triton_name})")

@@ -6,6 +6,7 @@ released, and some backends keep memory after an unload.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -45,3 +46,7 @@ class MemoryMonitor(Protocol):
     kind: str
 
     async def snapshot(self) -> MemorySnapshot: ...
+
+    async def held_by(self, pids: Sequence[int]) -> int | None:
+        """Memory these processes hold, or None where the monitor cannot tell."""
+        ...

@@ -8,7 +8,7 @@ would count shared pages once per process. PSS (proportional set size, from
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gateway.memory.base import DeviceMemory, MemorySnapshot
@@ -32,6 +32,21 @@ def tree(pid: int) -> list[int]:
         current = queue.pop()
         pids.append(current)
         queue.extend(_children(current))
+    return pids
+
+
+def model_pids(root: int, triton_name: str) -> list[int]:
+    """The processes of Triton's tree that serve one model: each Python-backend instance is
+    a stub process whose arguments name the model's folder (``.../<name>/1/model.py``)."""
+    marker = f"/{triton_name}/".encode()
+    pids = []
+    for pid in tree(root)[1:]:
+        try:
+            argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if len(argv) > 1 and marker in argv[1]:
+            pids.append(pid)
     return pids
 
 
@@ -71,3 +86,11 @@ class HostMonitor:
 
     async def snapshot(self) -> MemorySnapshot:
         return await asyncio.to_thread(self.read)
+
+    async def held_by(self, pids: Sequence[int]) -> int | None:
+        return await asyncio.to_thread(lambda: sum(pss_bytes(p) for p in pids))
+
+    async def model_pids(self, triton_name: str) -> list[int]:
+        """Processes serving ``triton_name`` (none when Triton's processes are out of sight)."""
+        root = self._root_pid()
+        return await asyncio.to_thread(model_pids, root, triton_name) if root else []

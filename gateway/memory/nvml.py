@@ -10,6 +10,7 @@ import asyncio
 import logging
 import os
 import threading
+from collections.abc import Sequence
 
 import pynvml
 
@@ -78,6 +79,24 @@ class NvmlMonitor:
 
     async def snapshot(self) -> MemorySnapshot:
         return await asyncio.to_thread(self.read)
+
+    def read_held(self, pids: Sequence[int]) -> int | None:
+        """Blocking: GPU memory NVML attributes to these processes, on every visible device."""
+        wanted = set(pids)
+        total = 0
+        with self._lock:
+            try:
+                for _, handle in self._handles:
+                    for process in pynvml.nvmlDeviceGetComputeRunningProcesses(handle):
+                        used = process.usedGpuMemory
+                        if process.pid in wanted and used is not None:
+                            total += int(used)
+            except pynvml.NVMLError:
+                return None  # per-process accounting unsupported (some MIG and vGPU setups)
+        return total
+
+    async def held_by(self, pids: Sequence[int]) -> int | None:
+        return await asyncio.to_thread(self.read_held, pids)
 
     def close(self) -> None:
         pynvml.nvmlShutdown()

@@ -7,20 +7,28 @@ through the standard library's PEP 706 ``data`` filter. On top of that filter:
   others, so no file is ever written through a link and no link chain can climb out;
 * hard links may only point to a regular file extracted earlier;
 * metadata headers tarfile would buffer whole (PAX, GNU long names) are capped, and
-  sparse files are refused, so a small archive cannot claim gigabytes of memory.
+  sparse files are refused, so a small archive cannot claim gigabytes of memory;
+* regular files are written here, chunk by chunk, each chunk charged to ``Limits`` before
+  it is written: the unpacked size and member count are capped while extracting (a bomb
+  stops at the cap), the disk budget is reserved ahead of the bytes, and a caller that
+  gave up (a timeout) stops the extraction at the next chunk;
+* links are checked once more on the final layout, after a single top folder is moved up.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import posixpath
 import re
-import shutil
 import stat
 import tarfile
 import tempfile
+import threading
 import uuid
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -38,25 +46,76 @@ _BUFFERED_HEADERS = (
     tarfile.SOLARIS_XHDTYPE,
 )
 _SKIPPED_NAMES = {"__pycache__"}
+_CHUNK = 1 << 20
+_NAME_MAX = 255
+_PATH_MAX = 4000  # below Linux's 4096, leaving room for the cache folder's own path
 
 
-def extract_tar(fileobj: BinaryIO, dest: Path, *, max_bytes: int, max_members: int = 10000) -> int:
+class Cancelled(Exception):
+    """The caller gave up on this fetch (a timeout, a shutdown); it removes what was written."""
+
+
+@dataclass
+class Limits:
+    """What one model may write, charged as it is written. Used from one worker thread."""
+
+    max_bytes: int
+    """Most bytes unpacked (--max-model-size); more is a ValidationError."""
+    max_members: int = 10_000
+    """Most archive members or folder entries (--max-archive-members)."""
+    reserve: Callable[[int], None] = lambda total: None
+    """Told the running total before the bytes are written: holds that much disk budget, or
+    raises InsufficientMemory."""
+    cancel: threading.Event = field(default_factory=threading.Event)
+    """Set by the caller when it gives up; checked before every chunk."""
+    written: int = 0
+    members: int = 0
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise Cancelled()
+
+    def charge(self, size: int) -> None:
+        """Account for ``size`` more bytes about to be written."""
+        self.check_cancel()
+        total = self.written + size
+        if total > self.max_bytes:
+            raise ValidationError(f"the model unpacks to more than {self.max_bytes} bytes")
+        self.reserve(total)
+        self.written = total
+
+    def count_member(self) -> None:
+        self.members += 1
+        if self.members > self.max_members:
+            raise ValidationError(f"the model has more than {self.max_members} files and folders")
+
+    def restart(self) -> None:
+        """Start counting afresh (the caller emptied the folder to try the download again)."""
+        self.written = self.members = 0
+
+
+def extract_tar(fileobj: BinaryIO, dest: Path, limits: Limits) -> int:
     """Unpack a ``.tar`` / ``.tar.gz`` stream into the existing empty folder ``dest``.
 
     Returns the bytes written. Any refusal raises ValidationError; ``dest`` may then hold
-    part of the archive, and the caller removes it.
+    part of the archive, and the caller removes it. Errors of the stream itself (a
+    download cut short) pass through unchanged, for the caller to retry.
     """
     try:
         with tarfile.open(
             fileobj=fileobj, mode="r|*", tarinfo=_GuardedTarInfo, errorlevel=2
         ) as tar:
-            return _Extraction(tar, dest, max_bytes, max_members).run()
+            return _Extraction(tar, dest, limits).run()
     except tarfile.FilterError as exc:
         raise ValidationError(_refusal(exc)) from exc
     except (tarfile.TarError, EOFError, zlib.error) as exc:
         raise ValidationError(f"not a valid tar archive: {exc}") from exc
     except (IsADirectoryError, NotADirectoryError, FileExistsError) as exc:
         raise ValidationError(_conflict(exc, dest)) from exc
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise ValidationError("an archive member's name is too long") from exc
 
 
 # The filter's own messages name host paths; clients get the member and the reason only.
@@ -99,13 +158,10 @@ class _GuardedTarInfo(tarfile.TarInfo):
 
 
 class _Extraction:
-    def __init__(self, tar: tarfile.TarFile, dest: Path, max_bytes: int, max_members: int):
+    def __init__(self, tar: tarfile.TarFile, dest: Path, limits: Limits):
         self.tar = tar
         self.dest = dest
-        self.max_bytes = max_bytes
-        self.max_members = max_members
-        self.written = 0
-        self.members = 0
+        self.limits = limits
         self.files: set[str] = set()  # regular files so far: the only hard-link targets
         self.symlinks: dict[str, str] = {}  # name -> target, created after everything else
 
@@ -118,28 +174,49 @@ class _Extraction:
             else:
                 self._extract(member)
         self._create_symlinks()
-        return self.written
+        return self.limits.written
 
     def _admit(self, member: tarfile.TarInfo) -> None:
-        self.members += 1
-        if self.members > self.max_members:
-            raise ValidationError(f"archive has more than {self.max_members} members")
+        self.limits.count_member()
         # The data filter would strip a leading "/" and extract anyway; such an archive
         # was not built for us.
         if member.name.startswith("/"):
             raise ValidationError(f"unsafe archive member {member.name!r}: has an absolute path")
-        if member.isreg() and self.written + member.size > self.max_bytes:
-            raise ValidationError(f"archive unpacks to more than {self.max_bytes} bytes")
+        if len(member.name) > _PATH_MAX or any(
+            len(part.encode()) > _NAME_MAX for part in member.name.split("/")
+        ):
+            raise ValidationError(f"archive member {member.name[:80]!r}...: name too long")
+        # A header that states more than is left is refused before a byte is read; the
+        # bytes are also counted as they are written (_write_file).
+        if member.isreg() and member.size > self.limits.max_bytes - self.limits.written:
+            raise ValidationError(f"the model unpacks to more than {self.limits.max_bytes} bytes")
 
     def _extract(self, member: tarfile.TarInfo) -> None:
         if member.islnk() and posixpath.normpath(member.linkname) not in self.files:
             raise ValidationError(
                 f"hard link {member.name!r} must point to a file earlier in the archive"
             )
-        self.tar.extract(member, self.dest, filter=tarfile.data_filter)
         if member.isreg():
-            self.written += member.size
+            self._write_file(member)
             self.files.add(posixpath.normpath(member.name))
+        else:
+            self.limits.check_cancel()
+            self.tar.extract(member, self.dest, filter=tarfile.data_filter)
+
+    def _write_file(self, member: tarfile.TarInfo) -> None:
+        safe = tarfile.data_filter(member, str(self.dest))
+        target = self.dest / safe.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = self.tar.extractfile(member)
+        assert source is not None  # a regular file always has data
+        # No links exist yet (they come last), O_NOFOLLOW makes sure of it.
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            while chunk := source.read(_CHUNK):
+                self.limits.charge(len(chunk))
+                out.write(chunk)
+        if safe.mode is not None:
+            os.chmod(target, safe.mode)
 
     def _create_symlinks(self) -> None:
         for name, target in self.symlinks.items():
@@ -185,6 +262,24 @@ def normalize_layout(dest: Path) -> None:
         )
     if not _has_version_dir(dest):
         raise ValidationError("the archive has no version folder (such as 1/) next to its config")
+    check_links(dest)
+
+
+def check_links(dest: Path) -> None:
+    """Every symbolic link in the final layout resolves inside ``dest``: moving a top folder
+    up changes where a relative link points (``top/1/m -> ../../other/1/m``)."""
+    root = os.path.realpath(dest)
+    for folder, dirnames, filenames in os.walk(dest):
+        for name in dirnames + filenames:
+            path = os.path.join(folder, name)
+            if not os.path.islink(path):
+                continue
+            resolved = os.path.realpath(path)
+            if resolved != root and not resolved.startswith(root + os.sep):
+                relative = os.path.relpath(path, dest)
+                raise ValidationError(
+                    f"symbolic link {relative!r} points outside the model in its final layout"
+                )
 
 
 def _real_dirs(folder: Path) -> list[Path]:
@@ -206,7 +301,7 @@ def _move_contents_up(folder: Path, dest: Path) -> None:
     staged.rmdir()
 
 
-def copy_model_dir(src: Path, dest: Path, *, max_bytes: int) -> int:
+def copy_model_dir(src: Path, dest: Path, limits: Limits) -> int:
     """Copy a model folder from a local store into ``dest``; returns the bytes copied.
 
     Only folders, regular files and symbolic links that stay inside ``src`` are accepted;
@@ -215,31 +310,28 @@ def copy_model_dir(src: Path, dest: Path, *, max_bytes: int) -> int:
     root = src.resolve()
     if not root.is_dir():
         raise ValidationError(f"{src.name!r} is not a model folder")
-    copied = 0
     dest.mkdir(parents=True, exist_ok=True)
     for folder, dirnames, filenames in os.walk(root):
         relative = Path(folder).relative_to(root)
         for name in sorted(dirnames + filenames):
-            source = Path(folder, name)
-            target = dest / relative / name
-            copied += _copy_entry(root, source, target, max_bytes - copied)
-    return copied
+            limits.count_member()
+            _copy_entry(root, Path(folder, name), dest / relative / name, limits)
+    return limits.written
 
 
-def _copy_entry(root: Path, source: Path, target: Path, budget: int) -> int:
+def _copy_entry(root: Path, source: Path, target: Path, limits: Limits) -> None:
     info = source.lstat()
     if stat.S_ISLNK(info.st_mode):
         os.symlink(_inside_link_target(root, source), target)
     elif stat.S_ISDIR(info.st_mode):
         target.mkdir()
     elif stat.S_ISREG(info.st_mode):
-        if info.st_size > budget:
-            raise ValidationError("the model folder is larger than the size limit")
-        shutil.copyfile(source, target)
-        return info.st_size
+        with source.open("rb") as src, target.open("xb") as out:
+            while chunk := src.read(_CHUNK):
+                limits.charge(len(chunk))
+                out.write(chunk)
     else:
         raise ValidationError(f"{source.name!r} is not a regular file or folder")
-    return 0
 
 
 def _inside_link_target(root: Path, link: Path) -> str:

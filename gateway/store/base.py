@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from gateway.store.archive import Limits
+
 
 @dataclass(frozen=True, slots=True)
 class Fetched:
@@ -19,10 +21,12 @@ class Fetched:
 
 
 class ModelStore(Protocol):
-    async def fetch(self, candidates: Sequence[str], dest: Path, max_bytes: int) -> Fetched:
-        """Unpack the first candidate that exists into the empty folder ``dest``.
+    def fetch(self, candidates: Sequence[str], dest: Path, limits: Limits) -> Fetched:
+        """Blocking (the cache runs it in a worker thread, which it can cancel through
+        ``limits``): unpack the first candidate that exists into the empty folder ``dest``.
 
-        Raises ModelNotFound when none exists, ValidationError for a bad archive.
+        Raises ModelNotFound when none exists, ValidationError for a bad archive,
+        ServiceUnavailable when the store fails, Cancelled when ``limits.cancel`` is set.
         """
         ...
 

@@ -2,31 +2,47 @@
 
 A model is fetched into ``<repository>/.incoming/<name>-<random>`` and renamed into place
 only once it is complete and its config is prepared, so Triton never sees half a model.
-Folders are kept in least-recently-used order; admitting a new one deletes the oldest that
-are neither loaded nor loading until it fits --cache-disk-budget, or answers 507.
+Folders are kept in least-recently-used order. Disk budget is reserved ahead of the bytes
+as they are written (in growing steps; each step deletes the oldest folders that are
+neither loaded nor loading until it fits --cache-disk-budget, or answers 507), and trimmed
+to the model's real size once it is complete, so the budget holds during extraction.
+
+The fetch runs in a worker thread. If its caller gives up (the load timeout, a shutdown),
+the thread is told to stop (``Limits.cancel``, checked per chunk) and waited for before
+the temporary folder is removed: nothing writes into ``.incoming`` after its cleanup.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import errno
+import functools
 import logging
 import os
 import shutil
+import sys
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from gateway.errors import InsufficientMemory
 from gateway.resolve import ModelRef
-from gateway.store.archive import normalize_layout
+from gateway.store.archive import Limits, normalize_layout
 from gateway.store.base import Fetched, ModelStore
 from gateway.store.local import LocalModelStore
 
 log = logging.getLogger(__name__)
 INCOMING = ".incoming"
+RESERVE_STEP = 64 * 1024 * 1024
+"""First disk reservation for a model; each further one doubles what is held."""
+RESERVE_WAIT = 120.0
+"""Seconds a writing thread waits for the event loop to grant more disk (a safety bound)."""
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,20 +80,26 @@ class DiskCache:
         in_use: Callable[[str], bool],
         on_evict: Callable[[], None] = lambda: None,
         variant_stores: dict[str, ModelStore] | None = None,
+        max_members: int = 10_000,
     ) -> None:
         self.repository = repository
         self.store = store
         self.max_model_bytes = max_model_bytes
+        """Cap on one model's unpacked bytes (over it: 400); 0: none but the disk budget
+        (over that: 507, as for any model that cannot fit)."""
+        self.max_members = max_members
         self.budget = budget
         self._in_use = in_use
         self._on_evict = on_evict
         self._variant_stores = variant_stores or {}
         self._sizes: OrderedDict[str, int] = OrderedDict()
         """Triton name -> bytes on disk, least recently used first."""
+        self._held: dict[str, int] = {}
+        """Temporary folder name -> disk budget reserved for the model being written there."""
 
     @property
     def used(self) -> int:
-        return sum(self._sizes.values())
+        return sum(self._sizes.values()) + sum(self._held.values())
 
     def on_disk(self) -> dict[str, int]:
         """Triton name -> bytes of every model folder in the cache, least recently used first."""
@@ -90,7 +112,9 @@ class DiskCache:
         """Blocking: create the folders and account for models left by an earlier run."""
         self.repository.mkdir(parents=True, exist_ok=True)
         incoming = self.repository / INCOMING
-        shutil.rmtree(incoming, ignore_errors=True)  # leftovers of an interrupted run
+        if incoming.exists():
+            log.info("disk cache: removing downloads left by an earlier run in %s", incoming)
+            shutil.rmtree(incoming, ignore_errors=True)
         incoming.mkdir()
         entries = [p for p in self.repository.iterdir() if p.is_dir() and p.name != INCOMING]
         for path in sorted(entries, key=lambda p: p.stat().st_mtime):
@@ -104,19 +128,82 @@ class DiskCache:
             self._sizes.move_to_end(ref.triton_name)
             return Materialized(final, True, self._sizes[ref.triton_name], None)
         temp = self.repository / INCOMING / f"{ref.triton_name}-{uuid.uuid4().hex[:8]}"
-        await asyncio.to_thread(temp.mkdir, parents=True)
+        limits = Limits(self.max_model_bytes or sys.maxsize, self.max_members)
+        limits.reserve = self._reserver(ref, temp.name, asyncio.get_running_loop())
         try:
-            fetched = await self._store_for(ref).fetch(ref.candidates, temp, self.max_model_bytes)
-            await self._admit(ref, fetched.bytes)
-            await asyncio.to_thread(self._finish, temp, final, prepare)
+            await asyncio.to_thread(temp.mkdir, parents=True)
+            fetched = await in_thread(limits.cancel, self._fetch, ref, temp, limits, prepare)
+            os.rename(temp, final)  # on the loop: no cancellation between it and the record
+            self._sizes[ref.triton_name] = fetched.bytes
         except OSError as exc:
             if exc.errno != errno.ENOSPC:
                 raise
+            log.warning("disk cache: disk full while writing %s", ref.name, exc_info=True)
             raise InsufficientMemory(f"No disk space left for model '{ref.name}'.") from exc
         finally:
-            await asyncio.to_thread(shutil.rmtree, temp, True)
-        self._sizes[ref.triton_name] = fetched.bytes
+            self._held.pop(temp.name, None)
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, temp, True))
         return Materialized(final, False, fetched.bytes, fetched)
+
+    def _fetch(
+        self, ref: ModelRef, temp: Path, limits: Limits, prepare: Callable[[Path], None]
+    ) -> Fetched:
+        """Blocking, in a worker thread: fetch, lay out and prepare the model in ``temp``."""
+        fetched = self._store_for(ref).fetch(ref.candidates, temp, limits)
+        limits.check_cancel()
+        normalize_layout(temp)
+        prepare(temp)
+        final = self.path_of(ref)
+        if final.exists():
+            shutil.rmtree(final)  # an incomplete copy from before a crash
+        return fetched
+
+    def _reserver(
+        self, ref: ModelRef, hold: str, loop: asyncio.AbstractEventLoop
+    ) -> Callable[[int], None]:
+        """Limits.reserve for one fetch: called in its worker thread with the bytes it is
+        about to have written; asks the event loop for more budget when that passes what
+        is held (in doubling steps, so only a few times per model)."""
+
+        def reserve(total: int) -> None:
+            if total <= self._held.get(hold, 0):
+                return
+            wanted = min(max(total, 2 * self._held.get(hold, 0), RESERVE_STEP), self.budget)
+            grow = self._grow(ref, hold, max(total, wanted), total)
+            asyncio.run_coroutine_threadsafe(grow, loop).result(RESERVE_WAIT)
+
+        return reserve
+
+    async def _grow(self, ref: ModelRef, hold: str, wanted: int, needed: int) -> None:
+        """Hold ``wanted`` bytes for ``hold`` (at least ``needed``), deleting idle models.
+        The books are updated before the first await, so concurrent fetches see them."""
+        held = self._held.get(hold, 0)
+        victims = self._victims(ref, needed - held)
+        if victims is None:
+            raise InsufficientMemory(
+                f"Model '{ref.name}' needs more than {needed} bytes of disk; the cache budget "
+                f"is {self.budget} and {self.used - held} bytes are held by models in use."
+            )
+        for name in victims:
+            self._sizes.pop(name, None)
+            self._on_evict()
+        self._held[hold] = max(needed, min(wanted, self.budget - (self.used - held)))
+        for name in victims:
+            log.info("disk cache: deleting %s to make room for %s", name, ref.name)
+            await asyncio.to_thread(shutil.rmtree, self.repository / name, True)
+
+    def _victims(self, ref: ModelRef, size: int) -> list[str] | None:
+        """Least recently used idle models whose deletion lets ``size`` more bytes fit the
+        budget; None when even deleting every idle one would not."""
+        victims = []
+        used = self.used
+        for name, held in self._sizes.items():
+            if used + size <= self.budget:
+                break
+            if name != ref.triton_name and not self._in_use(name):
+                victims.append(name)
+                used -= held
+        return victims if used + size <= self.budget else None
 
     def _store_for(self, ref: ModelRef) -> ModelStore:
         """The model store, or the folder a management call named (SageMaker's contract)."""
@@ -126,35 +213,26 @@ class DiskCache:
             return self._variant_stores[ref.variant]
         return self.store
 
-    async def _admit(self, ref: ModelRef, size: int) -> None:
-        """Delete least recently used idle models until ``size`` more bytes fit the budget."""
-        others = self.used - self._sizes.get(ref.triton_name, 0)
-        victims = []
-        for name, held in self._sizes.items():
-            if others + size <= self.budget:
-                break
-            if name != ref.triton_name and not self._in_use(name):
-                victims.append(name)
-                others -= held
-        if others + size > self.budget:
-            raise InsufficientMemory(
-                f"Model '{ref.name}' needs {size} bytes of disk; the cache budget is "
-                f"{self.budget} and {others} bytes are held by models in use."
-            )
-        for name in victims:
-            log.info("disk cache: deleting %s to make room for %s", name, ref.name)
-            self._sizes.pop(name, None)
-            self._on_evict()
-            await asyncio.to_thread(shutil.rmtree, self.repository / name, True)
-
-    @staticmethod
-    def _finish(temp: Path, final: Path, prepare: Callable[[Path], None]) -> None:
-        normalize_layout(temp)
-        prepare(temp)
-        if final.exists():
-            shutil.rmtree(final)  # an incomplete copy from before a crash
-        os.rename(temp, final)
-
     async def remove(self, ref: ModelRef) -> None:
         self._sizes.pop(ref.triton_name, None)
         await asyncio.to_thread(shutil.rmtree, self.path_of(ref), True)
+
+
+async def in_thread(cancel: threading.Event, fn: Callable[..., T], *args: object) -> T:
+    """``fn(*args)`` in a worker thread. If the awaiting task is cancelled, the thread is
+    told (``cancel``) and waited for before the cancellation goes on, so the caller's
+    cleanup never races a thread still writing."""
+    call = functools.partial(contextvars.copy_context().run, fn, *args)
+    future = asyncio.get_running_loop().run_in_executor(None, call)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        cancel.set()
+        while not future.done():
+            try:
+                await asyncio.wait({future})
+            except asyncio.CancelledError:
+                continue  # cancelled again: the thread still has to stop first
+        if not future.cancelled():
+            future.exception()  # retrieved; the cancellation is what the caller sees
+        raise

@@ -43,6 +43,10 @@ class TritonControl:
             result: dict[str, Any] = await self._client.get_model_config(name, as_json=True)
             return dict(result.get("config", {}))
 
+    async def model_ready(self, name: str) -> bool:
+        with map_control_errors():
+            return bool(await self._client.is_model_ready(name, client_timeout=5.0))
+
     async def repository_index(self) -> list[dict[str, Any]]:
         with map_control_errors():
             result: dict[str, Any] = await self._client.get_model_repository_index(as_json=True)

@@ -1,11 +1,14 @@
 """Triton's errors become the gateway's here, and nowhere else.
 
 Out-of-memory is recognised from the text the backends really produce; Triton has no
-error code for it.
+error code for it. Client messages keep the first line of Triton's text with host paths
+replaced (``<path>``, or the model's name for paths inside its folder); the log keeps the
+whole text.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +52,29 @@ _REQUEST_FAULT = re.compile(
     re.IGNORECASE,
 )
 _UNAVAILABLE = ("StatusCode.UNAVAILABLE", "StatusCode.DEADLINE_EXCEEDED")
+# An absolute path: "/" after a start, space, quote or bracket, then path characters.
+_ABS_PATH = re.compile(r"""(?<![\w.:/])/(?:[\w.@+~%-]+/?)+""")
+log = logging.getLogger(__name__)
+
+
+def without_paths(text: str, model: str = "") -> str:
+    """``text`` with absolute paths removed: one inside the model's folder (named by its
+    Triton name) becomes ``<model>/rest``, any other ``<path>``."""
+
+    def replace(match: re.Match[str]) -> str:
+        path = match.group(0)
+        marker = f"/{model}/"
+        if model and marker in path + "/":
+            return model + "/" + (path + "/").split(marker, 1)[1].rstrip("/")
+        return "<path>"
+
+    return _ABS_PATH.sub(replace, text)
+
+
+def client_text(text: str, model: str = "") -> str:
+    """What a client sees of a Triton error: its first non-empty line, without paths."""
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    return without_paths(line, model)
 
 
 def is_out_of_memory(text: str) -> bool:
@@ -65,8 +91,10 @@ def map_load_errors(model: str) -> Iterator[None]:
     try:
         yield
     except InferenceServerException as exc:
-        text = _text(exc)
-        if is_out_of_memory(text):
+        full = _text(exc)
+        log.warning("loading %s failed: %s", model, full)
+        text = client_text(full, model)
+        if is_out_of_memory(full):
             raise InsufficientMemory(f"Model '{model}' does not fit in memory: {text}") from exc
         if exc.status() in _UNAVAILABLE:
             raise ServiceUnavailable(f"Triton is unavailable: {text}") from exc
@@ -80,7 +108,9 @@ def map_control_errors() -> Iterator[None]:
     try:
         yield
     except InferenceServerException as exc:
-        text = _text(exc)
+        full = _text(exc)
+        log.warning("Triton control call failed: %s", full)
+        text = client_text(full)
         if exc.status() in _UNAVAILABLE:
             raise ServiceUnavailable(f"Triton is unavailable: {text}") from exc
         raise GatewayError(f"Triton control call failed: {text}") from exc
@@ -98,7 +128,7 @@ def triton_message(body: bytes) -> str:
 
 def infer_error(model: str, status: int, body: bytes) -> GatewayError:
     """Triton answers 400 for a request it cannot accept, 5xx when the model itself failed."""
-    message = triton_message(body)
+    message = without_paths(triton_message(body))
     if status == 503:
         return ServiceUnavailable(f"Triton is unavailable: {message}")
     if is_out_of_memory(message):

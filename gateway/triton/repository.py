@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import text_format
+from google.protobuf import json_format, text_format
 from tritonclient.grpc import model_config_pb2
 
 from gateway.errors import ValidationError
@@ -63,6 +64,103 @@ def prepare_model_dir(
         _gpu_groups_to_cpu(config)
     _write_atomically(model_dir / CONFIG_FILE, text_format.MessageToString(config))
     return config
+
+
+@dataclass(frozen=True, slots=True)
+class TensorSpec:
+    name: str
+    datatype: str
+    shape: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelView:
+    """What the gateway needs of a model's config, as plain data (no protobuf types)."""
+
+    max_batch_size: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    cpu_only: bool
+    cpu_fallback: bool
+    """parameters { key: "cpu_fallback" value: { string_value: "true" } }"""
+    instances: int
+    """Instances of its first instance group."""
+    batch: int
+    """Requests one instance takes at once: max_batch_size with dynamic batching, else 1."""
+    min_instances: int | None
+    max_instances: int | None
+    """Config parameters mme_min_instances / mme_max_instances, when set."""
+    memory_bytes: int | None
+    """Config parameter mme_memory_mb, the model's declared need before its first load."""
+    python_backend: bool
+    """Its instances run in stub processes of their own (their memory can be attributed)."""
+    config_json: str
+    """The config as JSON, the base of load_model overrides."""
+    cpu_config_json: str
+    """The same with every GPU instance group on the CPU."""
+
+
+def view(config: model_config_pb2.ModelConfig) -> ModelView:
+    groups = config.instance_group
+    dynamic = config.HasField("dynamic_batching")
+    memory_mb = _int_parameter(config, "mme_memory_mb")
+    batch = config.max_batch_size
+    return ModelView(
+        max_batch_size=batch,
+        inputs=tuple(_spec(t, batch) for t in config.input),
+        outputs=tuple(_spec(t, batch) for t in config.output),
+        cpu_only=is_cpu_only(config),
+        cpu_fallback=_text_parameter(config, "cpu_fallback").lower() in {"true", "1", "yes"},
+        instances=max(groups[0].count, 1) if groups else 1,
+        batch=max(batch, 1) if dynamic else 1,
+        min_instances=_int_parameter(config, "mme_min_instances"),
+        max_instances=_int_parameter(config, "mme_max_instances"),
+        memory_bytes=None if memory_mb is None else memory_mb << 20,
+        python_backend=config.backend == "python",
+        config_json=_json(config),
+        cpu_config_json=_json(to_cpu(config)),
+    )
+
+
+def read_view(model_dir: Path) -> ModelView:
+    return view(read_config(model_dir))
+
+
+def specs(tensors: list[dict[str, object]]) -> tuple[TensorSpec, ...]:
+    """Tensor specs from Triton's model metadata (JSON)."""
+    out = []
+    for t in tensors:
+        shape = t.get("shape", [])
+        dims = [int(d) for d in shape] if isinstance(shape, list) else []
+        out.append(TensorSpec(str(t["name"]), str(t["datatype"]), dims))
+    return tuple(out)
+
+
+def _spec(
+    tensor: model_config_pb2.ModelInput | model_config_pb2.ModelOutput, max_batch_size: int
+) -> TensorSpec:
+    """As Triton's metadata states it: KServe datatype names, the batch dimension included."""
+    datatype = model_config_pb2.DataType.Name(tensor.data_type).removeprefix("TYPE_")
+    shape = [int(d) for d in tensor.dims]
+    return TensorSpec(
+        tensor.name,
+        "BYTES" if datatype == "STRING" else datatype,
+        [-1, *shape] if max_batch_size > 0 else shape,
+    )
+
+
+def _text_parameter(config: model_config_pb2.ModelConfig, key: str) -> str:
+    parameter = config.parameters.get(key)
+    return parameter.string_value.strip() if parameter is not None else ""
+
+
+def _int_parameter(config: model_config_pb2.ModelConfig, key: str) -> int | None:
+    text = _text_parameter(config, key)
+    return int(text) if text.isascii() and text.isdigit() else None
+
+
+def _json(config: model_config_pb2.ModelConfig) -> str:
+    return str(json_format.MessageToJson(config, preserving_proto_field_name=True, indent=None))
 
 
 def is_cpu_only(config: model_config_pb2.ModelConfig) -> bool:

@@ -38,7 +38,9 @@ async def front():
     await site.start()
     internal = UpstreamPool("127.0.0.1", runner.addresses[0][1])
     metrics = Metrics()
-    service = InferenceService(Registry(), cast(Any, None), cast(Any, None), metrics)
+    service = InferenceService(
+        Registry(), cast(Any, None), cast(Any, None), metrics, cast(Any, None)
+    )
     hot = Hot(
         Invoker(Settings(), service, Variants(Settings())),
         service,

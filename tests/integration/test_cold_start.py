@@ -39,7 +39,7 @@ def test_concurrent_cold_requests_load_once(s3, s3_gateway, tmp_path):
         response = client.invoke_endpoint(
             EndpointName="e", TargetModel=key, ContentType="application/json", Body=BODY
         )
-        return json.loads(response["Body"].read())["outputs"][0]["data"]
+        return list(json.loads(response["Body"].read())["outputs"][0]["data"])
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         results = list(pool.map(invoke, range(50)))

@@ -33,6 +33,9 @@ class FullGpu:
     async def snapshot(self) -> MemorySnapshot:
         return MemorySnapshot("gpu", (DeviceMemory(0, 16 * GiB, 16 * GiB - 100 * 2**20),))
 
+    async def held_by(self, pids: list[int]) -> int | None:
+        return None  # per-process figures are not faked: attribution falls back to deltas
+
     def close(self) -> None:
         return None
 
@@ -52,7 +55,7 @@ async def _run(tmp_path: Path, monkeypatch, allow: bool, flag: bool):
         triton_http_port=free_port(),
         triton_grpc_port=free_port(),
         triton_metrics_port=free_port(),
-        memory_headroom=0,
+        memory_headroom="0",
         min_model_memory=512 * 2**20,
         cpu_fallback_on_oom=flag,
     )

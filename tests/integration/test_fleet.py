@@ -46,7 +46,7 @@ class Fleet:
         response = connection.getresponse()
         body = response.read()
         assert response.status == 200, body
-        return json.loads(body)["outputs"][0]["data"]
+        return list(json.loads(body)["outputs"][0]["data"])
 
     def holders(self, model: str) -> list[int]:
         """Indices of the gateways that have ``model`` loaded (their /admin/models)."""
@@ -178,7 +178,7 @@ def test_fleet_routes_production_variants_to_their_pools(tmp_path: Path):
     url = f"http://127.0.0.1:{proxy.port}/endpoints/e/invocations"
     connection = http.client.HTTPConnection("127.0.0.1", proxy.port, timeout=60)
 
-    def invoke(variant: str | None = None) -> tuple[int, str, dict]:
+    def invoke(variant: str | None = None) -> tuple[int, str, dict[str, str]]:
         headers = {"X-Amzn-SageMaker-Target-Model": "m.tar.gz", "Content-Type": "application/json"}
         if variant is not None:
             headers["X-Amzn-SageMaker-Target-Variant"] = variant

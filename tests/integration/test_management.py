@@ -65,7 +65,7 @@ def test_management_preload_list_invoke_delete_cycle(tmp_path, setup):
         assert status == 200
         assert json.loads(body) == {
             "models": [
-                {"modelName": "first", "modelUrl": str(sagemaker_dir)},
+                {"modelName": "first", "modelUrl": str(sagemaker_dir.parent)},
                 {"modelName": "second", "modelUrl": "add_one.tar.gz"},
             ]
         }
@@ -82,7 +82,7 @@ def test_management_preload_list_invoke_delete_cycle(tmp_path, setup):
         status, _, body = _call(base + "/models/first")
         assert (status, json.loads(body)) == (
             200,
-            {"modelName": "first", "modelUrl": str(sagemaker_dir)},
+            {"modelName": "first", "modelUrl": str(sagemaker_dir.parent)},
         )
 
         status, _, body = _call(

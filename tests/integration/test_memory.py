@@ -41,7 +41,7 @@ def _invoke(gateway: Gateway, target: str) -> list[float]:
     response = runtime_client(gateway).invoke_endpoint(
         EndpointName="e", TargetModel=target, ContentType="application/json", Body=BODY
     )
-    return json.loads(response["Body"].read())["outputs"][0]["data"]
+    return list(json.loads(response["Body"].read())["outputs"][0]["data"])
 
 
 def _triton_ready(gateway: Gateway) -> set[str]:

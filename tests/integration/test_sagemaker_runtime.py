@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ def _invoke(client, target: str, body: bytes, content_type: str, **extra):
     )
 
 
-def _binary_request(values: np.ndarray) -> tuple[bytes, int]:
+def _binary_request(values: np.ndarray[Any, Any]) -> tuple[bytes, int]:
     header = {
         "inputs": [
             {

@@ -6,7 +6,7 @@ import orjson
 
 from gateway.loading.autoscale import Load, decide, limits, with_instances
 from gateway.settings import Settings
-from gateway.triton.repository import parse_config
+from gateway.triton.repository import parse_config, view
 
 
 def _load(**overrides) -> Load:
@@ -56,16 +56,19 @@ def test_decide_scales_down_to_minimum_after_idle_time():
 
 def test_limits_from_flags_and_config_parameters():
     plain = parse_config('name: "m"')
-    assert limits(plain, Settings(min_instances=1, max_instances=3)) == (1, 3)
+    assert limits(view(plain), Settings(min_instances=1, max_instances=3)) == (1, 3)
     tuned = parse_config(
         'name: "m" parameters { key: "mme_max_instances" value: { string_value: "8" } }'
         ' parameters { key: "mme_min_instances" value: { string_value: "2" } }'
     )
-    assert limits(tuned, Settings(max_instances=3)) == (2, 8)
+    assert limits(view(tuned), Settings(max_instances=3)) == (2, 8)
     odd = parse_config(
         'name: "m" parameters { key: "mme_min_instances" value: { string_value: "5" } }'
     )
-    assert limits(odd, Settings(max_instances=3)) == (5, 5)  # a maximum below the minimum is lifted
+    assert limits(view(odd), Settings(max_instances=3)) == (
+        5,
+        5,
+    )  # a maximum below the minimum is lifted
 
 
 def test_with_instances_sets_first_group_count_and_keeps_the_rest():

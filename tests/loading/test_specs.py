@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.loading.loader import _spec
-from gateway.triton.repository import parse_config
+from gateway.triton.repository import parse_config, view
 
 
 def test_spec_from_config_matches_triton_metadata_form():
@@ -13,7 +12,8 @@ def test_spec_from_config_matches_triton_metadata_form():
         '       { name: "s" data_type: TYPE_STRING dims: [ 1 ] }]\n'
         'output [{ name: "y" data_type: TYPE_INT64 dims: [ -1, 2 ] }]'
     )
-    specs = [_spec(t, config.max_batch_size) for t in (*config.input, *config.output)]
+    described = view(config)
+    specs = [*described.inputs, *described.outputs]
     assert [(s.name, s.datatype, s.shape) for s in specs] == [
         ("a", "FP32", [-1, 3]),
         ("s", "BYTES", [-1, 1]),
@@ -23,5 +23,5 @@ def test_spec_from_config_matches_triton_metadata_form():
 
 def test_spec_without_batching_keeps_dims():
     config = parse_config('name: "m" input [{ name: "x" data_type: TYPE_UINT8 dims: [ 4 ] }]')
-    spec = _spec(config.input[0], config.max_batch_size)
+    spec = view(config).inputs[0]
     assert (spec.datatype, spec.shape) == ("UINT8", [4])

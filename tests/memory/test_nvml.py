@@ -24,6 +24,9 @@ class FakeNvml:
         self.uuids = uuids or [f"GPU-{i:04d}" for i in range(len(devices))]
         self.initialised = 0
         self.fail_reads = False
+        self.processes: dict[int, list[tuple[int, int | None]]] = {}
+        """Device index -> (pid, used bytes) of its compute processes."""
+        self.per_process_unsupported = False
 
     def install(self, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setattr(pynvml, "nvmlInit", self.init)
@@ -32,6 +35,13 @@ class FakeNvml:
         monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByIndex", lambda i: ("h", i))
         monkeypatch.setattr(pynvml, "nvmlDeviceGetHandleByUUID", self.by_uuid)
         monkeypatch.setattr(pynvml, "nvmlDeviceGetMemoryInfo", self.memory_info)
+        monkeypatch.setattr(pynvml, "nvmlDeviceGetComputeRunningProcesses", self.running)
+
+    def running(self, handle: tuple[str, int]) -> list[SimpleNamespace]:
+        if self.per_process_unsupported:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        listed = self.processes.get(handle[1], [])
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in listed]
 
     def by_uuid(self, uuid: str) -> tuple[str, int]:
         if uuid not in self.uuids:
@@ -134,3 +144,15 @@ def test_real_nvml_without_driver_gives_no_monitor():
     else:
         pynvml.nvmlShutdown()
         pytest.skip("a real NVIDIA driver is present here")
+
+
+def test_fake_nvml_attributes_memory_to_a_models_processes(monkeypatch):
+    fake = FakeNvml([(80 * GiB, 10 * GiB), (80 * GiB, 20 * GiB)])
+    fake.processes = {0: [(11, 3 * GiB), (12, GiB)], 1: [(11, 2 * GiB), (13, None)]}
+    fake.install(monkeypatch)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monitor = nvml.NvmlMonitor()
+    assert monitor.read_held([11]) == 5 * GiB  # on both devices
+    assert monitor.read_held([13]) == 0  # NVML could not say (no usedGpuMemory)
+    fake.per_process_unsupported = True
+    assert monitor.read_held([11]) is None

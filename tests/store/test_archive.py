@@ -14,6 +14,7 @@ import pytest
 
 from gateway.errors import ValidationError
 from gateway.store.archive import (
+    Limits,
     copy_model_dir,
     extract_tar,
     normalize_layout,
@@ -104,7 +105,7 @@ def dest(tmp_path: Path) -> Path:
 
 def extract(data: bytes, dest: Path, *, max_bytes: int = BIG, max_members: int = 10000) -> int:
     stream = cast(BinaryIO, StreamOnly(data))
-    return extract_tar(stream, dest, max_bytes=max_bytes, max_members=max_members)
+    return extract_tar(stream, dest, Limits(max_bytes, max_members))
 
 
 # --- extract_tar + normalize_layout: accepted layouts ---------------------------------------
@@ -142,6 +143,37 @@ def test_normalize_layout_one_top_folder(dest: Path) -> None:
 
     assert sorted(p.name for p in dest.iterdir()) == ["1", "config.pbtxt"]
     assert (dest / "1" / "model.py").read_bytes() == MODEL_PY
+
+
+@pytest.mark.parametrize(
+    ("link", "target"),
+    [
+        ("top/1/m", "../../other/1/m"),  # inside the archive; a sibling model once flattened
+        ("top/1/x", "../../extra.txt"),  # the file beside the top folder stays behind
+        ("top/1/up", "../.."),
+    ],
+)
+def test_normalize_layout_link_leaving_final_layout_refused(
+    dest: Path, link: str, target: str
+) -> None:
+    members = [*model_members("top/"), ("extra.txt", "file", b"x"), (link, "sym", target)]
+    extract(make_tar(members), dest)  # every link stays inside the archive as it is
+
+    with pytest.raises(ValidationError, match="outside the model in its final layout"):
+        normalize_layout(dest)
+
+
+def test_normalize_layout_link_inside_final_layout_kept(dest: Path) -> None:
+    extract(make_tar([*model_members("top/"), ("top/1/cfg", "sym", "../config.pbtxt")]), dest)
+
+    normalize_layout(dest)
+
+    assert (dest / "1" / "cfg").read_text() == CONFIG
+
+
+def test_extract_tar_member_name_segment_too_long_refused(dest: Path) -> None:
+    with pytest.raises(ValidationError, match="name too long"):
+        extract(make_tar([*model_members(), ("1/" + "x" * 300, "file", b"x")]), dest)
 
 
 def test_normalize_layout_top_folder_named_like_version(dest: Path) -> None:
@@ -281,7 +313,7 @@ def test_extract_tar_size_cap_exactly_reached(dest: Path) -> None:
 def test_extract_tar_member_cap(dest: Path) -> None:
     data = make_tar([(f"f{i}", "file", b"x") for i in range(6)])
 
-    with pytest.raises(ValidationError, match="more than 5 members"):
+    with pytest.raises(ValidationError, match="more than 5 files and folders"):
         extract(data, dest, max_members=5)
 
     assert len(list(dest.iterdir())) == 5
@@ -357,7 +389,7 @@ def make_model_dir(root: Path) -> Path:
 def test_copy_model_dir_copies_files_and_folders(tmp_path: Path) -> None:
     src = make_model_dir(tmp_path)
 
-    copied = copy_model_dir(src, tmp_path / "copy", max_bytes=BIG)
+    copied = copy_model_dir(src, tmp_path / "copy", Limits(BIG))
 
     assert copied == len(CONFIG) + len(MODEL_PY)
     assert (tmp_path / "copy" / "1" / "model.py").read_bytes() == MODEL_PY
@@ -369,7 +401,7 @@ def test_copy_model_dir_symlink_inside_points_at_copy(tmp_path: Path) -> None:
     (src / "latest").symlink_to(src / "1")  # absolute, but inside src
     (src / "1" / "cfg").symlink_to("../config.pbtxt")
 
-    copy_model_dir(src, tmp_path / "copy", max_bytes=BIG)
+    copy_model_dir(src, tmp_path / "copy", Limits(BIG))
 
     copy = tmp_path / "copy"
     assert os.readlink(copy / "latest") == "1"
@@ -383,7 +415,7 @@ def test_copy_model_dir_symlink_outside_refused(tmp_path: Path) -> None:
     (src / "1" / "leak").symlink_to("../../secret")
 
     with pytest.raises(ValidationError, match="points outside the model folder"):
-        copy_model_dir(src, tmp_path / "copy", max_bytes=BIG)
+        copy_model_dir(src, tmp_path / "copy", Limits(BIG))
 
     assert not (tmp_path / "copy" / "1" / "leak").exists()
 
@@ -391,8 +423,8 @@ def test_copy_model_dir_symlink_outside_refused(tmp_path: Path) -> None:
 def test_copy_model_dir_size_cap(tmp_path: Path) -> None:
     src = make_model_dir(tmp_path)
 
-    with pytest.raises(ValidationError, match="larger than the size limit"):
-        copy_model_dir(src, tmp_path / "copy", max_bytes=len(CONFIG) + len(MODEL_PY) - 1)
+    with pytest.raises(ValidationError, match="unpacks to more than"):
+        copy_model_dir(src, tmp_path / "copy", Limits(len(CONFIG) + len(MODEL_PY) - 1))
 
 
 def test_copy_model_dir_fifo_refused(tmp_path: Path) -> None:
@@ -400,7 +432,7 @@ def test_copy_model_dir_fifo_refused(tmp_path: Path) -> None:
     os.mkfifo(src / "1" / "pipe")
 
     with pytest.raises(ValidationError, match="not a regular file or folder"):
-        copy_model_dir(src, tmp_path / "copy", max_bytes=BIG)
+        copy_model_dir(src, tmp_path / "copy", Limits(BIG))
 
 
 # --- package_model ----------------------------------------------------------------------------
@@ -419,7 +451,7 @@ def test_package_model_archive_is_accepted(tmp_path: Path) -> None:
     dest = tmp_path / "unpacked"
     dest.mkdir()
     with out.open("rb") as stream:
-        extract_tar(stream, dest, max_bytes=BIG)
+        extract_tar(stream, dest, Limits(BIG))
     normalize_layout(dest)
     assert (dest / "1" / "model.py").read_bytes() == MODEL_PY
 
@@ -436,7 +468,7 @@ def test_package_model_examples_round_trip(tmp_path: Path, model: str) -> None:
     dest = tmp_path / "unpacked"
     dest.mkdir()
     with out.open("rb") as stream:
-        extract_tar(stream, dest, max_bytes=BIG)
+        extract_tar(stream, dest, Limits(BIG))
     normalize_layout(dest)
     assert read_config(dest) == read_config(src)
     assert (dest / "1" / "model.py").read_bytes() == (src / "1" / "model.py").read_bytes()
@@ -489,7 +521,7 @@ def test_package_model_creates_output_folder(tmp_path: Path) -> None:
 
 def test_copy_model_dir_missing_source_refused(tmp_path: Path) -> None:
     with pytest.raises(ValidationError, match="is not a model folder"):
-        copy_model_dir(tmp_path / "absent", tmp_path / "copy", max_bytes=BIG)
+        copy_model_dir(tmp_path / "absent", tmp_path / "copy", Limits(BIG))
 
 
 def test_s3_progress_logs_every_tenth_of_a_large_download(caplog):
@@ -504,7 +536,8 @@ def test_s3_progress_logs_every_tenth_of_a_large_download(caplog):
     with caplog.at_level(logging.INFO, logger="gateway.store.s3"):
         while stream.read(total // 64):  # small reads, as tarfile makes them
             pass
-    percents = [int(re.search(r"\((\d+)%\)", r.getMessage()).group(1)) for r in caplog.records]
+    found = [re.search(r"\((\d+)%\)", r.getMessage()) for r in caplog.records]
+    percents = [int(m.group(1)) for m in found if m is not None]
     # one line per tenth, each at the first read past it (a read is 1.6 % of the archive)
     assert len(percents) == 10
     assert all(10 * i <= p <= 10 * i + 2 for i, p in enumerate(percents, start=1))

@@ -1,0 +1,151 @@
+"""Truth from Triton: compare the registry with Triton's repository index, and correct it.
+
+A level-triggered loop (as Kubernetes controllers run): every --reconcile-interval seconds
+and at start it reads the index and acts on the difference, so a missed or misread event
+costs nothing lasting:
+- a model the registry holds READY that Triton no longer shows READY is forgotten;
+- a model Triton holds READY in the gateway's repository but the registry does not track
+  is adopted (its folder's label says which target it is), or unloaded if it has none;
+- what each loaded model holds is read again where its processes can be told apart.
+An error body from Triton ("unknown model") is only a hint: ``confirm_gone`` asks Triton
+before anything is forgotten.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import suppress
+
+from gateway.errors import GatewayError
+from gateway.loading.autoscale import limits
+from gateway.loading.capacity import Capacity
+from gateway.loading.eviction import EvictionPolicy
+from gateway.loading.labels import read_label
+from gateway.loading.loader import Loader
+from gateway.loading.registry import ModelEntry, ModelState, Registry, loaded_from
+from gateway.settings import Settings
+from gateway.store.cache import tree_bytes
+from gateway.triton.client import TritonControl
+from gateway.triton.repository import read_view
+
+log = logging.getLogger(__name__)
+
+
+class Reconciler:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: Registry,
+        control: TritonControl,
+        capacity: Capacity,
+        loader: Loader,
+        policy: EvictionPolicy,
+    ) -> None:
+        self._settings = settings
+        self._registry = registry
+        self._control = control
+        self._capacity = capacity
+        self._loader = loader
+        self._policy = policy
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="reconciler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.once()
+            except GatewayError as exc:
+                log.debug("reconciliation skipped: %s", exc)  # Triton down: next pass
+            except Exception:
+                log.exception("reconciliation failed")
+            await asyncio.sleep(self._settings.reconcile_interval)
+
+    async def confirm_gone(self, entry: ModelEntry) -> bool:
+        """Triton answered as if it lacked the model: ask it. True if it was forgotten."""
+        name = entry.ref.triton_name
+        try:
+            ready = await self._control.model_ready(name)
+        except GatewayError:
+            return False  # Triton itself is in trouble: the supervisor deals with that
+        if ready or entry.state is not ModelState.READY:
+            return False
+        self._forget(entry)
+        return True
+
+    async def once(self) -> None:
+        before = {e.ref.triton_name: e for e in self._registry.loaded()}
+        seen = {e.ref.triton_name for e in self._registry.entries()} | set(self._loader.loading())
+        index = await self._control.repository_index()
+        ready = {str(m.get("name")) for m in index if m.get("state") == "READY"}
+        for name, entry in before.items():
+            still = self._registry.get(name) is entry and entry.state is ModelState.READY
+            if name not in ready and still and not entry.scaling:
+                log.warning("Triton no longer holds %s: forgetting it", entry.ref.name)
+                self._forget(entry)
+        for name in sorted(ready - seen):
+            if self._untracked(name):
+                await self._adopt_or_unload(name)
+        await self._measure()
+
+    def _untracked(self, name: str) -> bool:
+        return (
+            self._registry.get(name) is None
+            and not self._loader.is_loading(name)
+            and not self._capacity.unloading(name)
+        )
+
+    def _forget(self, entry: ModelEntry) -> None:
+        self._registry.vanished(entry)
+        self._policy.record_evict(entry.ref.triton_name)
+
+    async def _adopt_or_unload(self, name: str) -> None:
+        folder = self._settings.repository / name
+        ref = await asyncio.to_thread(read_label, folder)
+        if ref is None:
+            log.warning("Triton holds %s, which this gateway did not place: unloading it", name)
+            with suppress(GatewayError):
+                await self._control.unload(name)
+            return
+        try:
+            view = await asyncio.to_thread(read_view, folder)
+        except GatewayError:
+            return
+        kind = self._capacity.kind_for(view.cpu_only)
+        held = await self._capacity.held(name, kind)
+        disk = await asyncio.to_thread(tree_bytes, folder)
+        memory = held or self._capacity.need(name, disk, view.memory_bytes)
+        if not self._untracked(name):
+            return  # a request started loading it meanwhile
+        minimum, maximum = limits(view, self._settings)
+        self._registry.adopt(
+            ref,
+            loaded_from(
+                view,
+                memory_kind=kind,
+                memory_bytes=memory,
+                load_seconds=0.0,
+                min_instances=minimum,
+                max_instances=maximum if self._settings.autoscale else view.instances,
+            ),
+        )
+        if self._capacity.footprint(name) is None:
+            self._capacity.remember(name, memory)
+        self._policy.record_load(name, memory, 1.0)
+        log.info("adopted %s, which Triton already holds", ref.name)
+
+    async def _measure(self) -> None:
+        """Readings beat bookkeeping: what each loaded model's own processes hold now."""
+        for entry in self._registry.loaded():
+            held = await self._capacity.held(entry.ref.triton_name)
+            if held and entry.state is ModelState.READY and not entry.scaling:
+                self._registry.measured(entry, held)
+                self._capacity.remember(entry.ref.triton_name, held)

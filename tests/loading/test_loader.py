@@ -1,0 +1,106 @@
+"""The loader's bounds, on the real lifecycle with a plain-data Triton: concurrent loads,
+loads nobody waits for, remembered failures, declared memory needs."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from gateway.errors import InsufficientMemory, ModelError, ModelNotReady
+from gateway.loading.registry import ModelState
+from gateway.resolve import resolve_target
+from gateway.settings import Settings
+from tests.loading.fakes import MODELS, MiB, Stack, run_inline, stack
+
+
+def _stack(tmp_path: Path, **overrides) -> Stack:
+    run_inline(asyncio.get_running_loop())
+    return stack(_settings(tmp_path, **overrides))
+
+
+def _settings(tmp_path: Path, **overrides) -> Settings:
+    base = {
+        "memory_budget": 1000 * MiB,
+        "memory_headroom": "0",
+        "min_model_memory": 32 * MiB,
+        "cache_dir": tmp_path,
+    }
+    return Settings(**{**base, **overrides})
+
+
+async def _spin(turns: int = 50) -> None:
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+async def test_loader_runs_at_most_max_concurrent_loads(tmp_path):
+    parts = _stack(tmp_path, max_concurrent_loads=2)
+    loop = asyncio.get_running_loop()
+    waits = [
+        asyncio.create_task(parts.loader.ensure_loaded(resolve_target(m), loop.time() + 30))
+        for m in MODELS[:4]
+    ]
+    await _spin()
+    assert len(parts.triton.pending) == 2  # the other two queue
+    for future in list(parts.triton.pending.values()):
+        future.set_result(None)
+    await _spin()
+    assert len(parts.triton.pending) == 2
+    for future in list(parts.triton.pending.values()):
+        future.set_result(None)
+    entries = await asyncio.gather(*waits)
+    assert all(e.state is ModelState.READY for e in entries)
+
+
+async def test_loader_does_not_start_a_queued_load_nobody_waits_for(tmp_path):
+    parts = _stack(tmp_path, max_concurrent_loads=1)
+    loop = asyncio.get_running_loop()
+    first = asyncio.create_task(parts.loader.ensure_loaded(resolve_target(MODELS[0]), 1e9))
+    await _spin()
+    with pytest.raises(ModelNotReady):  # gives up while queued behind the first
+        await parts.loader.ensure_loaded(resolve_target(MODELS[1]), loop.time() + 0.01)
+    parts.triton.pending[resolve_target(MODELS[0]).triton_name].set_result(None)
+    await first
+    await _spin()
+    assert parts.triton.pending == {}  # the abandoned load never reached Triton
+    assert parts.registry.get(resolve_target(MODELS[1]).triton_name) is None
+
+
+async def test_loader_remembers_a_rejected_model_for_its_ttl(tmp_path):
+    parts = _stack(tmp_path, load_failure_ttl=60)
+    ref = resolve_target(MODELS[0])
+    waiting = asyncio.create_task(parts.loader.ensure_loaded(ref, 1e9))
+    await _spin()
+    parts.triton.pending[ref.triton_name].set_exception(ModelError("bad", 500, "bad"))
+    with pytest.raises(ModelError):
+        await waiting
+    with pytest.raises(ModelError):
+        await parts.loader.ensure_loaded(ref, 1e9)
+    await _spin()
+    assert parts.triton.pending == {}  # answered from the registry, no new load
+
+
+async def test_loader_uses_a_declared_need_before_the_first_load(tmp_path):
+    parts = _stack(tmp_path, memory_budget=200 * MiB)
+    assert parts.capacity.need("x", disk_bytes=MiB, declared=500 * MiB) == 500 * MiB
+    assert parts.capacity.need("x", disk_bytes=MiB) == 32 * MiB
+    parts.capacity.remember("x", 70 * MiB)
+    assert parts.capacity.need("x", disk_bytes=MiB, declared=500 * MiB) == 70 * MiB
+
+
+async def test_loader_model_larger_than_the_budget_is_507_and_remembered(tmp_path):
+    # m4 truly holds 160 MiB; 100 MiB of budget less Triton's own 30 MiB cannot hold it.
+    parts = _stack(tmp_path, memory_budget=100 * MiB)
+    ref = resolve_target(MODELS[4])
+    waiting = asyncio.create_task(parts.loader.ensure_loaded(ref, 1e9))
+    await _spin()
+    parts.triton.pending[ref.triton_name].set_result(None)
+    with pytest.raises(InsufficientMemory):
+        await waiting
+    assert parts.triton.ready == {}  # unloaded again
+    assert parts.capacity.footprint(ref.triton_name) == 160 * MiB
+    with pytest.raises(InsufficientMemory):
+        await parts.loader.ensure_loaded(ref, 1e9)
+    assert parts.triton.pending == {}  # the second answer needed no load
