@@ -37,6 +37,12 @@ def _check_auth(parser: argparse.ArgumentParser, settings: Settings) -> None:
         load_principals(settings.auth_file)
     except AuthFileError as exc:
         parser.error(f"--auth-file: {exc}")
+    if settings.admin and not settings.admin_port:
+        print(
+            "mme-gateway: warning: --auth-file does not cover the management routes (/models, "
+            "/admin); they are on the public port: set --admin-port or --no-admin",
+            file=sys.stderr,
+        )
 
 
 def serve(argv: Sequence[str]) -> None:

@@ -39,3 +39,18 @@ def test_serve_metrics_auth_needs_auth_file() -> None:
     result = _serve("--metrics-auth")
     assert result.returncode == 2
     assert "--metrics-auth needs --auth-file" in result.stderr
+
+
+@pytest.mark.parametrize(("admin_port", "warned"), [(0, True), (8081, False)])
+def test_serve_warns_management_on_public_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], admin_port: int, warned: bool
+) -> None:
+    import argparse
+
+    from gateway.__main__ import _check_auth
+    from gateway.settings import Settings
+
+    path = tmp_path / "auth.json"
+    path.write_text('{"principals": [{"name": "a", "bearer_token": "t", "models": ["*"]}]}')
+    _check_auth(argparse.ArgumentParser(), Settings(auth_file=path, admin_port=admin_port))
+    assert ("does not cover the management routes" in capsys.readouterr().err) is warned
