@@ -11,6 +11,9 @@ all three paths:
 plus CPU per request (utime+stime from /proc/<pid>/stat around each wrk run), and the cold
 start of a model that is only in S3 (moto) against the sum of its parts measured alone.
 Usage: .venv/bin/python bench/bench.py   (or `make bench`; PROFILE=1 adds a py-spy profile)
+BENCH_AUTH=sigv4 (or 1) runs the gateway with --auth-file and every request SigV4-signed (wrk
+sends one request signed when its run starts, within the 5 minutes of skew allowed);
+BENCH_AUTH=bearer sends a bearer token instead.
 """
 
 from __future__ import annotations
@@ -60,6 +63,9 @@ AWS_ENV = {
     "AWS_DEFAULT_REGION": "us-east-1",
 }
 PATHS = ("direct", "nginx", "gateway")
+AUTH = {"1": "sigv4"}.get(os.environ.get("BENCH_AUTH", ""), os.environ.get("BENCH_AUTH", ""))
+AUTH_KEY, AUTH_SECRET, AUTH_TOKEN = "AKIDBENCH", "bench-secret", "bench-token"
+INVOCATIONS = "/endpoints/bench/invocations"
 
 
 @dataclass(frozen=True)
@@ -202,13 +208,41 @@ def check_answer(status: int, body: bytes, what: str) -> None:
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3}
 
 
-def lua_script(tmp: Path, target: str) -> Path:
+def auth_headers(port: int, target: str) -> dict[str, str]:
+    """What BENCH_AUTH adds to an invocation of the gateway on ``port``: nothing, a bearer
+    token, or a SigV4 signature made now by botocore (valid for the gateway's 5 minutes)."""
+    if not AUTH:
+        return {}
+    if AUTH == "bearer":
+        return {"Authorization": f"Bearer {AUTH_TOKEN}"}
+    if AUTH != "sigv4":
+        raise SystemExit(f"BENCH_AUTH must be sigv4, 1 or bearer, not {AUTH!r}")
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    host = f"127.0.0.1:{port}"
+    headers = {"Content-Type": "application/json", "X-Amzn-SageMaker-Target-Model": target}
+    request = AWSRequest("POST", f"http://{host}{INVOCATIONS}", data=BODY.encode(), headers=headers)
+    SigV4Auth(Credentials(AUTH_KEY, AUTH_SECRET), "sagemaker", "us-east-1").add_auth(request)
+    return {"Host": host, **{k: request.headers[k] for k in ("X-Amz-Date", "Authorization")}}
+
+
+def write_auth_file(path: Path) -> Path:
+    principal = {"name": "bench", "access_key_id": AUTH_KEY, "secret_access_key": AUTH_SECRET}
+    principal |= {"bearer_token": AUTH_TOKEN, "models": ["*"]}
+    path.write_text(json.dumps({"principals": [principal]}))
+    return path
+
+
+def lua_script(tmp: Path, target: str, extra: dict[str, str] | None = None) -> Path:
     path = tmp / f"{target}.lua"
     path.write_text(
         'wrk.method = "POST"\n'
         f"wrk.body = '{BODY}'\n"
         'wrk.headers["Content-Type"] = "application/json"\n'
         f'wrk.headers["X-Amzn-SageMaker-Target-Model"] = "{target}"\n'
+        + "".join(f'wrk.headers["{k}"] = "{v}"\n' for k, v in (extra or {}).items())
     )
     return path
 
@@ -343,6 +377,8 @@ class Bench:
             "--triton-grpc-port", str(self.triton_grpc),
             "--triton-metrics-port", str(metrics),
         ]  # fmt: skip
+        if AUTH:
+            cmd += ["--auth-file", str(write_auth_file(self.tmp / "auth.json"))]
         env = {**os.environ, **AWS_ENV, "AWS_ENDPOINT_URL_S3": self.s3_url}
         with self.gateway_log.open("wb") as log:
             self.gateway = subprocess.Popen(
@@ -430,26 +466,30 @@ http {{
         return {
             "direct": f"http://127.0.0.1:{self.triton_http}{infer}",
             "nginx": f"http://127.0.0.1:{self.nginx_port}{infer}",
-            "gateway": f"http://127.0.0.1:{self.port}/endpoints/bench/invocations",
+            "gateway": f"http://127.0.0.1:{self.port}{INVOCATIONS}",
         }[path]
 
     def load_models(self) -> None:
         """The first request through the gateway loads each model; then check every path."""
         for model in ("add_one", "latency_2ms"):
             headers = self.headers(f"{model}.tar.gz")
-            check_answer(*post(self.port, "/endpoints/bench/invocations", headers), model)
+            check_answer(*post(self.port, INVOCATIONS, headers), model)
             infer = f"/v2/models/{self.triton_name(model)}/infer"
             check_answer(*post(self.triton_http, infer, headers), f"{model} direct")
             check_answer(*post(self.nginx_port, infer, headers), f"{model} via nginx")
 
-    @staticmethod
-    def headers(target: str) -> dict[str, str]:
-        return {"Content-Type": "application/json", "X-Amzn-SageMaker-Target-Model": target}
+    def headers(self, target: str) -> dict[str, str]:
+        plain = {"Content-Type": "application/json", "X-Amzn-SageMaker-Target-Model": target}
+        return {**plain, **auth_headers(self.port, target)}
+
+    def script(self, target: str) -> Path:
+        """wrk's script, signed afresh (BENCH_AUTH) for every run."""
+        return lua_script(self.tmp, target, auth_headers(self.port, target))
 
     # throughput and latency
 
     def measure(self, scenario: Scenario, path: str, seconds: int) -> Run:
-        script = lua_script(self.tmp, f"{scenario.model}.tar.gz")
+        script = self.script(f"{scenario.model}.tar.gz")
         triton = [self.triton_pid, *descendants(self.triton_pid)]
         watched = {"gateway": [self.gateway.pid], "nginx": [self.nginx_worker], "triton": triton}
         before = {name: cpu_ticks(pids) for name, pids in watched.items()}
@@ -500,7 +540,7 @@ http {{
         cold = []
         for key in keys:
             start = time.perf_counter()
-            status, body = post(self.port, "/endpoints/bench/invocations", self.headers(key))
+            status, body = post(self.port, INVOCATIONS, self.headers(key))
             cold.append(time.perf_counter() - start)
             check_answer(status, body, f"cold {key}")
 
@@ -577,7 +617,7 @@ http {{
     def profile(self) -> None:
         pyspy = VENV_BIN / "py-spy"
         scenario = SCENARIOS[0]
-        script = lua_script(self.tmp, f"{scenario.model}.tar.gz")
+        script = self.script(f"{scenario.model}.tar.gz")
         url = self.url("gateway", scenario.model)
         outputs = [
             ("flamegraph", RESULTS / "gateway.svg"),
@@ -668,7 +708,8 @@ def report(bench: Bench) -> str:
     out += [" | ".join(f"{k}: {v}" for k, v in facts.items()), ""]
     out += [
         f"wrk, {DURATION} s per run, body `{BODY}`; one gateway with its embedded Triton "
-        "(CPU only); nginx: `worker_processes 1`, upstream keepalive 64.",
+        "(CPU only); nginx: `worker_processes 1`, upstream keepalive 64. Access control: "
+        + (f"`--auth-file`, every request {AUTH}." if AUTH else "off."),
         "",
         "| scenario | path | req/s | vs direct | p50 ms | p99 ms | errors "
         "| proxy CPU µs/req | Triton CPU µs/req | wrk cores | other cores |",

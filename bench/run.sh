@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: install the load generator and nginx if missing, then run bench/bench.py.
 # PROFILE=1 also records a py-spy profile of the gateway (bench/results/gateway.svg).
+# BENCH_AUTH=sigv4 (or bearer) runs the gateway with --auth-file and signs every request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

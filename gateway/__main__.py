@@ -25,6 +25,20 @@ Try it:
 """
 
 
+def _check_auth(parser: argparse.ArgumentParser, settings: Settings) -> None:
+    """A bad --auth-file stops the start with its reason, not a traceback."""
+    if settings.auth_file is None:
+        if settings.metrics_auth:
+            parser.error("--metrics-auth needs --auth-file")
+        return
+    from gateway.auth.principals import AuthFileError, load_principals
+
+    try:
+        load_principals(settings.auth_file)
+    except AuthFileError as exc:
+        parser.error(f"--auth-file: {exc}")
+
+
 def serve(argv: Sequence[str]) -> None:
     parser = argparse.ArgumentParser(
         prog="mme-gateway serve",
@@ -40,6 +54,7 @@ def serve(argv: Sequence[str]) -> None:
         parser.error(str(exc))
     if settings.admin and settings.admin_port == settings.port:
         parser.error("--admin-port must differ from --port: the management API never shares it")
+    _check_auth(parser, settings)
 
     import uvloop
 

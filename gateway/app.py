@@ -15,12 +15,14 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway.auth import Authorizer
 from gateway.front import kserve_v2, management, ops, routes, sagemaker
 from gateway.front.middleware import errors
 from gateway.front.sagemaker import Invoker
 from gateway.front.server import FrontServer, Hot, Limits
 from gateway.inference import InferenceService
 from gateway.keys import (
+    AUTH,
     CACHE,
     CAPACITY,
     CONTROL,
@@ -200,6 +202,8 @@ def create_app(settings: Settings) -> web.Application:
     policy = app[POLICY] = make_policy(settings.eviction_policy)
     registry = app[REGISTRY] = Registry(on_hit=policy.record_hit)
     app[METRICS] = Metrics(settings.per_model_metrics, registry.entries)
+    if settings.auth_file is not None:
+        app[AUTH] = Authorizer(settings.auth_file)
     app.cleanup_ctx.extend([triton_ctx, memory_ctx, store_ctx, loader_ctx])
     handlers = {**sagemaker.HANDLERS, **kserve_v2.HANDLERS, **ops.HANDLERS}
     if settings.admin:
@@ -228,6 +232,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
             metrics=app[METRICS],
             access_log=AccessLog(settings.log_format) if settings.access_log else None,
             limits=Limits.of(settings),
+            auth=app.get(AUTH),
         )
         await _listen(settings, hot, announce)
     finally:
@@ -257,6 +262,8 @@ async def _listen(settings: Settings, hot: Hot, announce: Callable[[str], None])
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if hot.auth is not None:
+        loop.add_signal_handler(signal.SIGHUP, hot.auth.reload)
     await stop.wait()
     log.info("shutting down")
     for server in servers:

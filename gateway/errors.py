@@ -6,6 +6,11 @@
     │   ├── PayloadTooLarge           413
     │   ├── TargetTooLong             414 (request line over the front's limit)
     │   └── HeadersTooLarge           431 (header section over the front's limits)
+    ├── AuthError                     403 (--auth-file: the caller is not let in)
+    │   ├── MissingAuthenticationToken  403 MissingAuthenticationTokenException (no credentials)
+    │   ├── UnrecognizedClient        403 UnrecognizedClientException (unknown key or token)
+    │   ├── InvalidSignature          403 InvalidSignatureException (bad or expired signature)
+    │   └── AccessDenied              403 AccessDeniedException (model outside its patterns)
     ├── UnknownOperation              404 UnknownOperationException (no such route here)
     ├── NotLoaded                     404 ModelNotFound (management API: not loaded)
     ├── AlreadyLoaded                 409 ModelAlreadyLoaded (management API)
@@ -63,6 +68,29 @@ class TargetTooLong(ValidationError):
 
 class HeadersTooLarge(ValidationError):
     status = 431
+
+
+class AuthError(GatewayError):
+    """403 with botocore's codes, so clients raise the exception AWS itself would."""
+
+    status = 403
+    error_type = "AccessDeniedException"
+
+
+class MissingAuthenticationToken(AuthError):
+    error_type = "MissingAuthenticationTokenException"
+
+
+class UnrecognizedClient(AuthError):
+    error_type = "UnrecognizedClientException"
+
+
+class InvalidSignature(AuthError):
+    error_type = "InvalidSignatureException"
+
+
+class AccessDenied(AuthError):
+    error_type = "AccessDeniedException"
 
 
 class UnknownOperation(GatewayError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.auth import Authorizer
 from gateway.inference import InferenceService
 from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import EvictionPolicy
@@ -32,3 +33,4 @@ METRICS = web.AppKey("metrics", Metrics)
 TRITON_METRICS = web.AppKey("triton_metrics", tuple[UpstreamPool, str])
 MANAGEMENT = web.AppKey("management", Management)
 VARIANTS = web.AppKey("variants", Variants)
+AUTH = web.AppKey("auth", Authorizer)

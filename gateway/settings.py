@@ -188,6 +188,11 @@ class Settings:
     """Seconds an idle keep-alive connection is kept open."""
     max_connections: int = 10000
     """Most client connections per listener; further ones are closed at once."""
+    auth_file: Path | None = None
+    """JSON file of principals (access keys, bearer tokens, model patterns): every invocation
+    must then be signed with AWS SigV4 or carry a bearer token. Reloaded on SIGHUP."""
+    metrics_auth: bool = False
+    """Also require those credentials on GET /metrics (needs --auth-file)."""
 
     def __post_init__(self) -> None:
         if self.model_cache not in {"enabled", "disabled"}:

@@ -16,6 +16,8 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from gateway import codecs
+from gateway.auth import kserve_targets
+from gateway.front import access
 from gateway.front.middleware import to_response
 from gateway.front.replies import Reply
 from gateway.inference import InferenceService
@@ -35,7 +37,9 @@ def _reply(response: UpstreamResponse, body: bytes | None = None) -> Reply:
 
 
 async def _ensure(request: web.Request) -> ModelRef:
-    ref = resolve_kserve_name(request.match_info["name"])
+    name = request.match_info["name"]
+    await access.authorize(request, kserve_targets(name))  # before the load it may start
+    ref = resolve_kserve_name(name)
     deadline = request.loop.time() + request.app[SETTINGS].model_ready_timeout
     await request.app[SERVICE].entry(ref, deadline)
     return ref

@@ -11,7 +11,8 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from gateway.errors import GatewayError
-from gateway.keys import CAPACITY, METRICS, TRITON_METRICS
+from gateway.front import access
+from gateway.keys import CAPACITY, METRICS, SETTINGS, TRITON_METRICS
 
 log = logging.getLogger(__name__)
 TRITON_SCRAPE_TIMEOUT_S = 1.0
@@ -20,6 +21,8 @@ TRITON_SCRAPE_TIMEOUT_S = 1.0
 
 async def metrics(request: web.Request) -> web.Response:
     app = request.app
+    if app[SETTINGS].metrics_auth:
+        await access.authorize(request, None)
     for kind, monitor in app[CAPACITY].monitors.items():
         with suppress(GatewayError):
             app[METRICS].record_memory(kind, await monitor.snapshot())

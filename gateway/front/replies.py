@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gateway.errors import GatewayError, ModelNotFound
+from gateway.errors import AuthError, GatewayError, ModelNotFound
 
 REQUEST_ID = "x-amzn-RequestId"
 JSON = "application/json"
@@ -42,7 +42,10 @@ def sagemaker_error(exc: GatewayError, rid: str) -> Reply:
 
 def kserve_error(exc: GatewayError) -> Reply:
     status = ModelNotFound.kserve_status if isinstance(exc, ModelNotFound) else exc.status
-    return Reply(status, orjson.dumps({"error": exc.message}), {"Content-Type": JSON})
+    headers = {"Content-Type": JSON}
+    if isinstance(exc, AuthError):  # the same code as on the SageMaker routes
+        headers["x-amzn-ErrorType"] = exc.error_type
+    return Reply(status, orjson.dumps({"error": exc.message}), headers)
 
 
 def error_reply(path: str, exc: GatewayError, rid: str) -> Reply:

@@ -21,6 +21,7 @@ from http import HTTPStatus
 
 import httptools
 
+from gateway.auth import Authorizer, kserve_targets, sagemaker_targets
 from gateway.codecs import parse_count
 from gateway.errors import (
     GatewayError,
@@ -31,6 +32,7 @@ from gateway.errors import (
     ValidationError,
 )
 from gateway.front import kserve_v2
+from gateway.front.access import CLIENT_HOST
 from gateway.front.replies import Reply, error_reply, internal_failure, new_request_id
 from gateway.front.routes import (
     KSERVE,
@@ -103,6 +105,8 @@ class Hot:
     access_log: AccessLog | None
     limits: Limits = Limits()
     router: Router = ROUTER
+    auth: Authorizer | None = None
+    """The access check (--auth-file), or None."""
 
 
 @dataclass(slots=True)
@@ -444,7 +448,10 @@ class Connection(asyncio.Protocol):
     async def _hot_route(self, path: str, kind: int, request: _Request, rid: str) -> Reply | None:
         hot = self._hot
         if kind == SAGEMAKER:
-            MODEL.set(request.headers.get("x-amzn-sagemaker-target-model", "-"))
+            target = request.headers.get("x-amzn-sagemaker-target-model")
+            MODEL.set(target or "-")
+            if hot.auth is not None:
+                hot.auth.authorize(*_signed(request), sagemaker_targets(target))
             endpoint = None if path == "/invocations" else path[11:-12]
             return await hot.invoker.invoke(
                 endpoint, request.headers, request.body, rid, request.deadline
@@ -452,6 +459,8 @@ class Connection(asyncio.Protocol):
         if kind == KSERVE:
             name, version = _kserve_target(path[11:-6])
             MODEL.set(name)
+            if hot.auth is not None:
+                hot.auth.authorize(*_signed(request), kserve_targets(name))
             return await kserve_v2.infer(
                 hot.service, name, version, request.headers, request.body, request.deadline
             )
@@ -462,6 +471,7 @@ class Connection(asyncio.Protocol):
         to exactly ``path``, so it routes on what the scope check saw)."""
         headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
         headers["x-amzn-RequestId"] = rid
+        headers[CLIENT_HOST] = request.headers.get("host", "")  # SigV4 signs the Host
         method = "GET" if request.method == b"HEAD" else request.method.decode("latin-1")
         target = forward_target(path, query)
         response = await self._hot.internal.request(method, target, request.body, headers)
@@ -493,6 +503,10 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def _signed(request: _Request) -> tuple[bytes, bytes, dict[str, str], bytes]:
+    return request.method, request.url, request.headers, request.body
 
 
 def _is_invocation(path: str) -> bool:

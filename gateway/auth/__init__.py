@@ -1,0 +1,10 @@
+"""Access control (``--auth-file``): SigV4 or bearer credentials, and model patterns.
+
+``principals`` is the policy (the file, the patterns), ``sigv4`` the botocore adapter that
+verifies signatures, ``gate`` the one check the routes call.
+"""
+
+from gateway.auth.gate import Authorizer
+from gateway.auth.principals import AuthFileError, Principal, kserve_targets, sagemaker_targets
+
+__all__ = ["AuthFileError", "Authorizer", "Principal", "kserve_targets", "sagemaker_targets"]
