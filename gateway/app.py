@@ -3,19 +3,25 @@
 Cleanup contexts run in order at start and in reverse at shutdown:
 Triton (supervised or external) -> memory monitors and capacity -> model store and disk
 cache -> loader.
+
+Triton's health (``TRITON_HEALTH``) is down while it restarts or hangs; around a restart
+``Recovery`` snapshots the hot models, resets the registry and reloads them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
 from functools import partial
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway.errors import GatewayError
 from gateway.front import kserve_v2, management, ops, sagemaker
 from gateway.front.middleware import errors
 from gateway.front.sagemaker import Invoker
@@ -29,10 +35,12 @@ from gateway.keys import (
     MANAGEMENT,
     METRICS,
     POLICY,
+    RECOVERY,
     REGISTRY,
     SERVICE,
     SETTINGS,
     SUPERVISOR,
+    TRITON_HEALTH,
     TRITON_METRICS,
     UPSTREAM,
     VARIANTS,
@@ -48,12 +56,14 @@ from gateway.memory.base import MemoryMonitor
 from gateway.memory.host import HostMonitor, available_bytes
 from gateway.memory.nvml import open_nvml
 from gateway.metrics import Metrics
+from gateway.recovery import Recovery
 from gateway.settings import Settings
 from gateway.store import open_store
 from gateway.store.cache import DiskCache
 from gateway.triton.client import TritonControl
 from gateway.triton.embedded import prepare_runtime
-from gateway.triton.supervisor import TritonSupervisor
+from gateway.triton.health import LivenessProbe, TritonHealth
+from gateway.triton.supervisor import ExternalWatch, TritonSupervisor
 from gateway.triton.upstream import UpstreamPool
 from gateway.variants import Variants
 
@@ -75,6 +85,21 @@ async def _wait_external(control: TritonControl, limit_s: float) -> None:
     raise RuntimeError(f"Triton at {control} was not ready within {limit_s} s")
 
 
+def _triton_down(app: web.Application) -> None:
+    """Triton is gone and has forgotten every model: snapshot the hot set, reset."""
+    recovery = app.get(RECOVERY)
+    if recovery is None:  # still starting: nothing was loaded
+        app[REGISTRY].reset()
+    else:
+        recovery.down()
+
+
+def _triton_up(app: web.Application) -> None:
+    recovery = app.get(RECOVERY)
+    if recovery is not None:
+        recovery.up()
+
+
 async def triton_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     url = urlsplit(settings.triton_http_url)
@@ -91,23 +116,33 @@ async def triton_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
         metrics_url.path or "/metrics",
     )
-    supervisor = None
+    health = app[TRITON_HEALTH]
+    down, up = partial(_triton_down, app), partial(_triton_up, app)
+    watch: TritonSupervisor | ExternalWatch
     if settings.triton_url is None:
         await asyncio.to_thread(settings.repository.mkdir, parents=True, exist_ok=True)
         runtime = await asyncio.to_thread(prepare_runtime, settings.cache_dir / "runtime")
-        supervisor = TritonSupervisor(settings, runtime, control.is_ready, app[REGISTRY].reset)
-        app[SUPERVISOR] = supervisor
-        await supervisor.start()
+        watch = TritonSupervisor(settings, runtime, control.is_ready, health, down, up)
+        app[SUPERVISOR] = watch
+        await watch.start()
     else:
         await _wait_external(control, settings.triton_startup_timeout)
+        probe = LivenessProbe(
+            url.hostname or "127.0.0.1",
+            url.port or 80,
+            settings.triton_liveness_interval,
+            settings.triton_liveness_timeout,
+        )
+        watch = ExternalWatch(probe, health, down, up)
+        watch.start()
     try:
         yield
     finally:
+        health.up = False
         await app[UPSTREAM].close()
         await app[TRITON_METRICS][0].close()
         await control.close()
-        if supervisor is not None:
-            await supervisor.stop()
+        await watch.stop()
 
 
 def _in_use(app: web.Application, triton_name: str) -> bool:
@@ -175,19 +210,38 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         gpu_available="gpu" in capacity.monitors,
     )
-    app[SERVICE] = InferenceService(registry, loader, app[UPSTREAM], app[METRICS])
+    app[SERVICE] = InferenceService(
+        registry, loader, app[UPSTREAM], app[METRICS], app[TRITON_HEALTH]
+    )
+    recovery = app[RECOVERY] = Recovery(
+        registry.entries,
+        registry.reset,
+        partial(loader.ensure_loaded, deadline=math.inf),
+        await _memory_total(capacity),
+    )
     app[MANAGEMENT] = Management(app[SETTINGS], registry, loader, capacity, app[CACHE])
     autoscaler = Autoscaler(app[SETTINGS], registry, app[CONTROL], capacity)
     if app[SETTINGS].autoscale:
         autoscaler.start()
     yield
+    await recovery.close()
     await autoscaler.stop()
     await loader.close()
+
+
+async def _memory_total(capacity: Capacity) -> int:
+    """The memory models may hold: the host budget, plus the GPUs' when there are any."""
+    total = 0
+    for monitor in capacity.monitors.values():
+        with suppress(GatewayError):
+            total += (await monitor.snapshot()).total
+    return total
 
 
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_size, middlewares=[errors])
     app[SETTINGS] = settings
+    app[TRITON_HEALTH] = TritonHealth()
     app[VARIANTS] = Variants(settings)
     policy = app[POLICY] = make_policy(settings.eviction_policy)
     registry = app[REGISTRY] = Registry(on_hit=policy.record_hit)

@@ -15,6 +15,7 @@ from gateway.loading.registry import ModelEntry, Registry
 from gateway.log import CACHE_HIT
 from gateway.metrics import Metrics
 from gateway.resolve import ModelRef
+from gateway.triton.health import TritonHealth
 from gateway.triton.upstream import UpstreamPool, UpstreamResponse
 
 BodyBuilder = Callable[[ModelEntry], bytes]
@@ -35,8 +36,15 @@ def _model_vanished(response: UpstreamResponse) -> bool:
 
 class InferenceService:
     def __init__(
-        self, registry: Registry, loader: Loader, upstream: UpstreamPool, metrics: Metrics
+        self,
+        registry: Registry,
+        loader: Loader,
+        upstream: UpstreamPool,
+        metrics: Metrics,
+        health: TritonHealth | None = None,
     ) -> None:
+        self._health = health or TritonHealth(up=True)
+        """Down while Triton restarts or hangs: fail at once rather than wait on it."""
         self._registry = registry
         self._loader = loader
         self._upstream = upstream
@@ -45,6 +53,8 @@ class InferenceService:
         self._waited = metrics.loading_wait.observe
 
     async def entry(self, ref: ModelRef, deadline: float) -> ModelEntry:
+        if not self._health.up:
+            raise self._health.unavailable()
         entry = self._registry.ready(ref.triton_name)
         if entry is not None:
             self._hit()

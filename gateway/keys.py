@@ -11,9 +11,11 @@ from gateway.loading.loader import Loader
 from gateway.loading.registry import Registry
 from gateway.management import Management
 from gateway.metrics import Metrics
+from gateway.recovery import Recovery
 from gateway.settings import Settings
 from gateway.store.cache import DiskCache
 from gateway.triton.client import TritonControl
+from gateway.triton.health import TritonHealth
 from gateway.triton.supervisor import TritonSupervisor
 from gateway.triton.upstream import UpstreamPool
 from gateway.variants import Variants
@@ -32,3 +34,5 @@ METRICS = web.AppKey("metrics", Metrics)
 TRITON_METRICS = web.AppKey("triton_metrics", tuple[UpstreamPool, str])
 MANAGEMENT = web.AppKey("management", Management)
 VARIANTS = web.AppKey("variants", Variants)
+TRITON_HEALTH = web.AppKey("triton_health", TritonHealth)
+RECOVERY = web.AppKey("recovery", Recovery)

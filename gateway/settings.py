@@ -132,6 +132,11 @@ class Settings:
     """One line per request: request id, target model, status, latency, cache hit."""
     print_examples: bool = False
     """Print ready-to-paste curl and AWS CLI invocations once the gateway is up."""
+    triton_liveness_timeout: float = 30.0
+    """Seconds Triton may go without answering /v2/health/live before it counts as hung: the
+    embedded one is then killed and restarted; an external one is marked down."""
+    triton_liveness_interval: float = 2.0
+    """Seconds between Triton liveness checks."""
 
     @property
     def repository(self) -> Path:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gateway.errors import GatewayError, ModelNotFound
+from gateway.errors import GatewayError, ModelNotFound, TritonUnavailable
 
 REQUEST_ID = "x-amzn-RequestId"
 JSON = "application/json"
@@ -37,12 +37,20 @@ class Reply:
 def sagemaker_error(exc: GatewayError, rid: str) -> Reply:
     body = orjson.dumps({"message": exc.message, **exc.extra})
     headers = {"Content-Type": JSON, "x-amzn-ErrorType": exc.error_type, REQUEST_ID: rid}
+    _retry_after(exc, headers)
     return Reply(exc.status, body, headers)
 
 
 def kserve_error(exc: GatewayError) -> Reply:
     status = ModelNotFound.kserve_status if isinstance(exc, ModelNotFound) else exc.status
-    return Reply(status, orjson.dumps({"error": exc.message}), {"Content-Type": JSON})
+    headers = {"Content-Type": JSON}
+    _retry_after(exc, headers)
+    return Reply(status, orjson.dumps({"error": exc.message}), headers)
+
+
+def _retry_after(exc: GatewayError, headers: dict[str, str]) -> None:
+    if isinstance(exc, TritonUnavailable):
+        headers["Retry-After"] = str(exc.retry_after)
 
 
 def error_reply(path: str, exc: GatewayError, rid: str) -> Reply:
