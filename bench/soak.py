@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
-import importlib.util
+import importlib
 import json
 import os
 import random
@@ -94,23 +94,23 @@ def build_models(root: Path, count: int) -> Path:
 
 def load_faultproxy() -> Any | None:
     """``tests/faultproxy.py`` if this checkout has it."""
-    path = ROOT / "tests" / "faultproxy.py"
-    if not path.is_file():
+    try:
+        return importlib.import_module("tests.faultproxy")
+    except ModuleNotFoundError as exc:
+        if exc.name != "tests.faultproxy":
+            raise
         return None
-    spec = importlib.util.spec_from_file_location("faultproxy", path)
-    if spec is None or spec.loader is None:
-        return None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @contextlib.contextmanager
 def s3_store(archives: Path, faultproxy: Any) -> Iterator[tuple[str, dict[str, str], Any]]:
     """moto behind the fault proxy: (store URL, the gateway's environment, the proxy)."""
+    import logging
+
     import boto3
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's line per request
     port = free_port()
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     moto.start()
