@@ -86,7 +86,9 @@ async def _wait_external(control: TritonControl, limit_s: float) -> None:
 
 
 def _triton_down(app: web.Application) -> None:
-    """Triton is gone and has forgotten every model: snapshot the hot set, reset."""
+    """Triton is gone and has forgotten every model: snapshot the hot set, reset.
+    Requests still waiting on it are answered now (a hung external Triton never would)."""
+    app[UPSTREAM].abort_all(app[TRITON_HEALTH].unavailable)
     recovery = app.get(RECOVERY)
     if recovery is None:  # still starting: nothing was loaded
         app[REGISTRY].reset()

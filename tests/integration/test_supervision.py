@@ -320,3 +320,43 @@ def test_gateway_sigkill_then_restart_ends_the_orphaned_triton(tmp_path):
         gateway.stop()
         for pid in group_members(orphan or 0) if orphan else []:
             os.kill(pid, signal.SIGKILL)
+
+
+def test_external_triton_hang_is_marked_down_then_up(tmp_path):
+    """With --triton-url nothing is killed: a silent Triton is marked down (503 at once, with
+    Retry-After) and up again when it answers."""
+    from tests.servers import StandaloneTriton
+
+    repository = tmp_path / "repository"
+    triton = StandaloneTriton(repository, tmp_path / "runtime").start()
+    assert triton.proc is not None
+    store = offset_store(tmp_path / "store", 1)
+    gateway = Gateway(store=str(store), cache_dir=tmp_path / "c")
+    gateway.args = [
+        "--triton-url", f"http://127.0.0.1:{triton.http_port}",
+        "--triton-grpc-port", str(triton.grpc_port),
+        "--triton-model-repository", str(repository),
+        "--triton-liveness-timeout", "2", "--triton-liveness-interval", "0.5",
+    ]  # fmt: skip
+    gateway.start()
+    try:
+        assert invoke(gateway, 0, 1.0)[0] == 200
+        triton.proc.send_signal(signal.SIGSTOP)
+        with Clients(gateway, 1, count=1) as caught:  # requests in flight when it hangs
+            wait_for(lambda: "marked down" in gateway.log(), 15, "marked down")
+        assert not caught.errors, caught.errors  # answered 503 at once, not left hanging
+        assert caught.statuses[503] >= 1
+        started = time.monotonic()
+        status, headers = invoke(gateway, 0, 2.0)
+        assert status == 503
+        assert time.monotonic() - started < 1.0
+        assert int(headers["Retry-After"]) >= 1
+        assert triton.proc.poll() is None  # not killed: not ours
+        triton.proc.send_signal(signal.SIGCONT)
+        wait_for(lambda: ping(gateway) == 200, 15, "marked up")
+        wait_for(lambda: invoke(gateway, 0, 3.0)[0] == 200, 30, "served again")
+    finally:
+        if triton.proc.poll() is None:
+            triton.proc.send_signal(signal.SIGCONT)
+        gateway.stop()
+        triton.stop()

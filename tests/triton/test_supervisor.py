@@ -18,6 +18,7 @@ from gateway.errors import TritonUnavailable
 from gateway.triton.embedded import minimal_environment
 from gateway.triton.health import LivenessProbe, TritonHealth
 from gateway.triton.supervisor import reap_orphan
+from gateway.triton.upstream import UpstreamPool
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -140,3 +141,32 @@ def test_reap_orphan_spares_a_process_that_is_not_triton(tmp_path):
 
 def test_reap_orphan_without_pid_file(tmp_path):
     assert not reap_orphan(tmp_path / "tritonserver.pid")
+
+
+async def test_upstream_abort_all_fails_requests_in_flight():
+    """A hung server: requests already sent are failed at once, with the error given."""
+    accepted: list[asyncio.StreamWriter] = []
+    all_sent = asyncio.Event()
+
+    async def read_never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        accepted.append(writer)
+        if len(accepted) == 3:
+            all_sent.set()
+
+    server = await asyncio.start_server(read_never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = UpstreamPool("127.0.0.1", port, max_connections=4)
+    health = TritonHealth(up=False)
+    try:
+        requests = [asyncio.create_task(pool.request("GET", "/x")) for _ in range(3)]
+        await all_sent.wait()
+        pool.abort_all(health.unavailable)
+        results = await asyncio.gather(*requests, return_exceptions=True)
+        assert all(isinstance(r, TritonUnavailable) for r in results), results
+    finally:
+        await pool.close()
+        server.close()
+        for writer in accepted:
+            writer.close()
+        await server.wait_closed()
