@@ -14,7 +14,7 @@ import asyncio
 import logging
 import math
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import suppress
 from functools import partial
 from urllib.parse import urlsplit
@@ -258,12 +258,34 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+async def _unless_stopped(starting: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Run ``starting`` unless ``stop`` is set first (then cancel it); whether it finished."""
+    task = asyncio.ensure_future(starting)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if task.done():
+        task.result()  # a failed start raises here
+        return True
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+    return False
+
+
 async def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
     """Run until SIGINT or SIGTERM: the aiohttp app on an internal port, the hot-path server
     on the public one, then a graceful stop (in-flight requests first, Triton last)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)  # from the start: a stop while Triton starts too
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout)
-    await runner.setup()
+    if not await _unless_stopped(runner.setup(), stop):
+        log.info("stopped while starting")
+        await runner.cleanup()
+        return
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -284,14 +306,10 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
             await admin.start()
             announce(f"admin routes on http://{settings.host}:{settings.admin_port}")
         front = FrontServer(hot)
-        loop = asyncio.get_running_loop()
         server = await loop.create_server(
             front.protocol, settings.host, settings.port, reuse_address=True, backlog=1024
         )
         announce(f"======== Running on http://{settings.host}:{settings.port} ========")
-        stop = asyncio.Event()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutting down")
         server.close()

@@ -360,3 +360,29 @@ def test_external_triton_hang_is_marked_down_then_up(tmp_path):
             triton.proc.send_signal(signal.SIGCONT)
         gateway.stop()
         triton.stop()
+
+
+def test_gateway_sigterm_while_triton_starts_leaves_nothing(tmp_path):
+    gateway = Gateway(store=str(offset_store(tmp_path / "store", 1)), cache_dir=tmp_path / "c")
+    failed: list[BaseException] = []
+
+    def start() -> None:
+        try:
+            gateway.start()
+        except RuntimeError as exc:  # it is stopped before it answers /ping: expected
+            failed.append(exc)
+
+    starting = threading.Thread(target=start)
+    starting.start()
+    try:
+        wait_for(lambda: "started tritonserver pid" in gateway.log(), 60, "Triton spawned")
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGTERM)
+        assert gateway.proc.wait(20) == 0, gateway.log()
+        starting.join(30)
+        assert "stopped while starting" in gateway.log()
+        assert triton_processes(gateway.cache_dir) == []
+    finally:
+        starting.join(30)
+        if gateway.proc is not None:
+            gateway.stop()
