@@ -66,6 +66,7 @@ class Config:
     budget_mib: int = field(default_factory=lambda: int(env_number("SOAK_BUDGET_MIB", 640)))
     zipf_s: float = 1.1
     probes: int = 8
+    admin_port: int = field(default_factory=free_port)
     """Models outside the clients' set, loaded cold to time recovery after S3 faults."""
 
 
@@ -453,6 +454,7 @@ def start_gateway(config: Config, work: Path, store: str, env: dict[str, str]) -
         "--triton-liveness-interval", "1",
         "--shutdown-timeout", "10",
         "--no-access-log",
+        "--admin-port", str(config.admin_port),  # management on its own listener
     ]  # fmt: skip
     return gateway.start()
 
@@ -472,7 +474,9 @@ def drive(config: Config, gateway: Gateway, proxy: Any | None) -> dict[str, Any]
         for i in range(config.clients)
     ]
     threads.append(
-        threading.Thread(target=management_loop, args=(gateway.port, tally, config.models, stop))
+        threading.Thread(
+            target=management_loop, args=(config.admin_port, tally, config.models, stop)
+        )
     )
     for thread in threads:
         thread.start()
