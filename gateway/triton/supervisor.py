@@ -93,6 +93,7 @@ class TritonSupervisor:
         ]
 
     async def start(self) -> None:
+        await asyncio.to_thread(self._pid_file.parent.mkdir, parents=True, exist_ok=True)
         await asyncio.to_thread(reap_orphan, self._pid_file)
         await self._spawn()
         self._watcher = asyncio.create_task(self._watch(), name="triton-watcher")
