@@ -55,3 +55,8 @@ bench-patterns: install
 .PHONY: bench-fleet
 bench-fleet: install tools
 	$(PY) bench/fleet.py
+
+# The chaos soak: faults on a schedule under load; non-zero exit if an aim is missed.
+.PHONY: soak
+soak: install
+	SOAK_SECONDS=$${SOAK_SECONDS:-120} $(PY) bench/soak.py --json bench/results/soak.json

@@ -3,19 +3,26 @@
 Cleanup contexts run in order at start and in reverse at shutdown:
 Triton (supervised or external) -> memory monitors and capacity -> model store and disk
 cache -> loader.
+
+Triton's health (``TRITON_HEALTH``) is down while it restarts or hangs; around a restart
+``Recovery`` snapshots the hot models, resets the registry and reloads them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import suppress
+from functools import partial
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from gateway.auth import Authorizer
+from gateway.errors import GatewayError
 from gateway.front import kserve_v2, management, ops, routes, sagemaker
 from gateway.front.middleware import errors
 from gateway.front.sagemaker import Invoker
@@ -30,10 +37,12 @@ from gateway.keys import (
     MANAGEMENT,
     METRICS,
     POLICY,
+    RECOVERY,
     REGISTRY,
     SERVICE,
     SETTINGS,
     SUPERVISOR,
+    TRITON_HEALTH,
     TRITON_METRICS,
     UPSTREAM,
     VARIANTS,
@@ -50,12 +59,14 @@ from gateway.memory.base import MemoryMonitor
 from gateway.memory.host import HostMonitor, available_bytes
 from gateway.memory.nvml import open_nvml
 from gateway.metrics import Metrics
+from gateway.recovery import Recovery
 from gateway.settings import Settings
 from gateway.store import open_store
 from gateway.store.cache import DiskCache
 from gateway.triton.client import TritonControl
 from gateway.triton.embedded import prepare_runtime
-from gateway.triton.supervisor import TritonSupervisor
+from gateway.triton.health import LivenessProbe, TritonHealth
+from gateway.triton.supervisor import ExternalWatch, TritonSupervisor
 from gateway.triton.upstream import UpstreamPool
 from gateway.variants import Variants
 
@@ -75,6 +86,23 @@ async def _wait_external(control: TritonControl, limit_s: float) -> None:
     raise RuntimeError(f"Triton at {control} was not ready within {limit_s} s")
 
 
+def _triton_down(app: web.Application) -> None:
+    """Triton is gone and has forgotten every model: snapshot the hot set, reset.
+    Requests still waiting on it are answered now (a hung external Triton never would)."""
+    app[UPSTREAM].abort_all(app[TRITON_HEALTH].unavailable)
+    recovery = app.get(RECOVERY)
+    if recovery is None:  # still starting: nothing was loaded
+        app[REGISTRY].reset()
+    else:
+        recovery.down()
+
+
+def _triton_up(app: web.Application) -> None:
+    recovery = app.get(RECOVERY)
+    if recovery is not None:
+        recovery.up()
+
+
 async def triton_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     url = urlsplit(settings.triton_http_url)
@@ -91,23 +119,33 @@ async def triton_ctx(app: web.Application) -> AsyncIterator[None]:
         ),
         metrics_url.path or "/metrics",
     )
-    supervisor = None
+    health = app[TRITON_HEALTH]
+    down, up = partial(_triton_down, app), partial(_triton_up, app)
+    watch: TritonSupervisor | ExternalWatch
     if settings.triton_url is None:
         await asyncio.to_thread(settings.repository.mkdir, parents=True, exist_ok=True)
         runtime = await asyncio.to_thread(prepare_runtime, settings.cache_dir / "runtime")
-        supervisor = TritonSupervisor(settings, runtime, control.is_ready, app[REGISTRY].reset)
-        app[SUPERVISOR] = supervisor
-        await supervisor.start()
+        watch = TritonSupervisor(settings, runtime, control.is_ready, health, down, up)
+        app[SUPERVISOR] = watch
+        await watch.start()
     else:
         await _wait_external(control, settings.triton_startup_timeout)
+        probe = LivenessProbe(
+            url.hostname or "127.0.0.1",
+            url.port or 80,
+            settings.triton_liveness_interval,
+            settings.triton_liveness_timeout,
+        )
+        watch = ExternalWatch(probe, health, down, up)
+        watch.start()
     try:
         yield
     finally:
+        health.up = False
         await app[UPSTREAM].close()
         await app[TRITON_METRICS][0].close()
         await control.close()
-        if supervisor is not None:
-            await supervisor.stop()
+        await watch.stop()
 
 
 async def store_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -182,7 +220,18 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
         registry.when_idle(capacity.unload_soon)
     reconciler = Reconciler(settings, registry, app[CONTROL], capacity, loader, app[POLICY])
     app[SERVICE] = InferenceService(
-        registry, loader, app[UPSTREAM], app[METRICS], reconciler.confirm_gone
+        registry,
+        loader,
+        app[UPSTREAM],
+        app[METRICS],
+        reconciler.confirm_gone,
+        app[TRITON_HEALTH],
+    )
+    recovery = app[RECOVERY] = Recovery(
+        registry.entries,
+        registry.reset,
+        partial(loader.ensure_loaded, deadline=math.inf),
+        await _memory_total(capacity),
     )
     app[MANAGEMENT] = Management(settings, registry, loader, capacity, app[CACHE])
     autoscaler = Autoscaler(settings, registry, app[CONTROL], capacity)
@@ -190,14 +239,25 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.autoscale:
         autoscaler.start()
     yield
+    await recovery.close()
     await autoscaler.stop()
     await reconciler.stop()
     await loader.close()
 
 
+async def _memory_total(capacity: Capacity) -> int:
+    """The memory models may hold: the host budget, plus the GPUs' when there are any."""
+    total = 0
+    for monitor in capacity.monitors.values():
+        with suppress(GatewayError):
+            total += (await monitor.snapshot()).total
+    return total
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(client_max_size=settings.max_body_size, middlewares=[errors])
     app[SETTINGS] = settings
+    app[TRITON_HEALTH] = TritonHealth()
     app[VARIANTS] = Variants(settings)
     policy = app[POLICY] = make_policy(settings.eviction_policy)
     registry = app[REGISTRY] = Registry(on_hit=policy.record_hit)
@@ -213,13 +273,35 @@ def create_app(settings: Settings) -> web.Application:
     return app
 
 
+async def _unless_stopped(starting: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Run ``starting`` unless ``stop`` is set first (then cancel it); whether it finished."""
+    task = asyncio.ensure_future(starting)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    stopped.cancel()
+    if task.done():
+        task.result()  # a failed start raises here
+        return True
+    task.cancel()
+    with suppress(asyncio.CancelledError):
+        await task
+    return False
+
+
 async def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
     """Run until SIGINT or SIGTERM: the aiohttp app on an internal loopback port, behind the
     hot-path server on the public port and on the admin one, then a graceful stop (in-flight
     requests first, Triton last)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)  # from the start: a stop while Triton starts too
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout)
-    await runner.setup()
+    if not await _unless_stopped(runner.setup(), stop):
+        log.info("stopped while starting")
+        await runner.cleanup()
+        return
     try:
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
@@ -234,12 +316,14 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
             limits=Limits.of(settings),
             auth=app.get(AUTH),
         )
-        await _listen(settings, hot, announce)
+        await _listen(settings, hot, announce, stop)
     finally:
         await runner.cleanup()
 
 
-async def _listen(settings: Settings, hot: Hot, announce: Callable[[str], None]) -> None:
+async def _listen(
+    settings: Settings, hot: Hot, announce: Callable[[str], None], stop: asyncio.Event
+) -> None:
     """The public listener, and the admin one unless --no-admin; both route through the
     same table, each serving its own scope."""
     loop = asyncio.get_running_loop()
@@ -259,9 +343,6 @@ async def _listen(settings: Settings, hot: Hot, announce: Callable[[str], None])
         port = servers[1].sockets[0].getsockname()[1]
         announce(f"admin routes on http://{settings.admin_host}:{port}")
     announce(f"======== Running on http://{settings.host}:{settings.port} ========")
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     if hot.auth is not None:
         loop.add_signal_handler(signal.SIGHUP, hot.auth.reload)
     await stop.wait()

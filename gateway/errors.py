@@ -17,6 +17,7 @@
     ├── ModelError                    424 ModelError (the model itself failed)
     ├── ModelNotReady                 429 ModelNotReadyException (load still running)
     ├── ServiceUnavailable            503 ServiceUnavailable (Triton down or not ready)
+    │   └── TritonUnavailable         503 with Retry-After (Triton restarting or hung)
     └── InsufficientMemory            507 InsufficientMemory
 
 Adapters (``triton/errors.py``, ``store/s3.py``) translate third-party errors into these;
@@ -126,6 +127,14 @@ class ModelNotReady(GatewayError):
 class ServiceUnavailable(GatewayError):
     status = 503
     error_type = "ServiceUnavailable"
+
+
+class TritonUnavailable(ServiceUnavailable):
+    """Triton is down, restarting or hung: answered at once, with a Retry-After."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class InsufficientMemory(GatewayError):

@@ -15,6 +15,7 @@ from gateway.loading.registry import ModelEntry, Registry
 from gateway.log import CACHE_HIT
 from gateway.metrics import Metrics
 from gateway.resolve import ModelRef
+from gateway.triton.health import TritonHealth
 from gateway.triton.upstream import UpstreamPool, UpstreamResponse
 
 BodyBuilder = Callable[[ModelEntry], bytes | Awaitable[bytes]]
@@ -44,7 +45,10 @@ class InferenceService:
         upstream: UpstreamPool,
         metrics: Metrics,
         confirm_gone: ConfirmGone,
+        health: TritonHealth | None = None,
     ) -> None:
+        self._health = health or TritonHealth(up=True)
+        """Down while Triton restarts or hangs: fail at once rather than wait on it."""
         self._registry = registry
         self._loader = loader
         self._upstream = upstream
@@ -54,6 +58,8 @@ class InferenceService:
         self._waited = metrics.loading_wait.observe
 
     async def entry(self, ref: ModelRef, deadline: float) -> ModelEntry:
+        if not self._health.up:
+            raise self._health.unavailable()
         entry = self._registry.ready(ref.triton_name)
         if entry is not None:
             self._hit()

@@ -12,9 +12,11 @@ from gateway.loading.loader import Loader
 from gateway.loading.registry import Registry
 from gateway.management import Management
 from gateway.metrics import Metrics
+from gateway.recovery import Recovery
 from gateway.settings import Settings
 from gateway.store.cache import DiskCache
 from gateway.triton.client import TritonControl
+from gateway.triton.health import TritonHealth
 from gateway.triton.supervisor import TritonSupervisor
 from gateway.triton.upstream import UpstreamPool
 from gateway.variants import Variants
@@ -34,3 +36,5 @@ TRITON_METRICS = web.AppKey("triton_metrics", tuple[UpstreamPool, str])
 MANAGEMENT = web.AppKey("management", Management)
 VARIANTS = web.AppKey("variants", Variants)
 AUTH = web.AppKey("auth", Authorizer)
+TRITON_HEALTH = web.AppKey("triton_health", TritonHealth)
+RECOVERY = web.AppKey("recovery", Recovery)

@@ -193,6 +193,11 @@ class Settings:
     must then be signed with AWS SigV4 or carry a bearer token. Reloaded on SIGHUP."""
     metrics_auth: bool = False
     """Also require those credentials on GET /metrics (needs --auth-file)."""
+    triton_liveness_timeout: float = 30.0
+    """Seconds Triton may go without answering /v2/health/live before it counts as hung: the
+    embedded one is then killed and restarted; an external one is marked down."""
+    triton_liveness_interval: float = 2.0
+    """Seconds between Triton liveness checks."""
 
     def __post_init__(self) -> None:
         if self.model_cache not in {"enabled", "disabled"}:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gateway.errors import AuthError, GatewayError, ModelNotFound
+from gateway.errors import AuthError, GatewayError, ModelNotFound, TritonUnavailable
 
 REQUEST_ID = "x-amzn-RequestId"
 JSON = "application/json"
@@ -37,6 +37,7 @@ class Reply:
 def sagemaker_error(exc: GatewayError, rid: str) -> Reply:
     body = orjson.dumps({"message": exc.message, **exc.extra})
     headers = {"Content-Type": JSON, "x-amzn-ErrorType": exc.error_type, REQUEST_ID: rid}
+    _retry_after(exc, headers)
     return Reply(exc.status, body, headers)
 
 
@@ -45,7 +46,13 @@ def kserve_error(exc: GatewayError) -> Reply:
     headers = {"Content-Type": JSON}
     if isinstance(exc, AuthError):  # the same code as on the SageMaker routes
         headers["x-amzn-ErrorType"] = exc.error_type
+    _retry_after(exc, headers)
     return Reply(status, orjson.dumps({"error": exc.message}), headers)
+
+
+def _retry_after(exc: GatewayError, headers: dict[str, str]) -> None:
+    if isinstance(exc, TritonUnavailable):
+        headers["Retry-After"] = str(exc.retry_after)
 
 
 def error_reply(path: str, exc: GatewayError, rid: str) -> Reply:

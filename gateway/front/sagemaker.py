@@ -20,7 +20,7 @@ from gateway import codecs
 from gateway.errors import ServiceUnavailable, ValidationError
 from gateway.front.replies import REQUEST_ID, Reply
 from gateway.inference import BodyBuilder, InferenceService
-from gateway.keys import SUPERVISOR, UPSTREAM
+from gateway.keys import TRITON_HEALTH, UPSTREAM
 from gateway.resolve import ModelRef, check_endpoint_name, resolve_target
 from gateway.settings import Settings
 from gateway.triton.errors import infer_error
@@ -142,9 +142,7 @@ def _answer(
 
 
 async def ping(request: web.Request) -> web.Response:
-    supervisor = request.app.get(SUPERVISOR)
-    if supervisor is not None and not supervisor.ready:
-        raise ServiceUnavailable("Triton is starting.")
+    request.app[TRITON_HEALTH].check()  # down or restarting: 503 with Retry-After
     try:
         async with asyncio.timeout(PING_TIMEOUT_S):
             response = await request.app[UPSTREAM].request("GET", "/v2/health/ready")

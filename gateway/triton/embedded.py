@@ -5,6 +5,10 @@ Python backend needs the stub built for the running Python next to it. So the se
 is copied once per wheel version and Python version, the stub is put in place, and the
 environment points at the wheel's libraries. The stub embeds an isolated interpreter that
 finds its environment (numpy, ...) from ``python3`` on PATH, hence the venv's bin first.
+
+Triton runs every model's code, so it gets a minimal environment: the variables above,
+locale, home, temp folder and the CUDA/NVIDIA ones, and never the gateway's own secrets
+(the store's AWS credentials, ``MME_*`` settings).
 """
 
 from __future__ import annotations
@@ -67,8 +71,24 @@ def prepare_runtime(root: Path) -> EmbeddedRuntime:
     )
 
 
+PASSED_VARIABLES = frozenset(
+    {"PATH", "LD_LIBRARY_PATH", "HOME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "USER"}
+    | {"PYTHONPATH", "PYTHONHOME", "PYTHONUNBUFFERED"}  # the Python backend's stub
+)
+PASSED_PREFIXES = ("LC_", "CUDA_", "NVIDIA_", "TRITON_")
+
+
+def minimal_environment(environ: dict[str, str]) -> dict[str, str]:
+    """What Triton and the models it runs may see of the gateway's environment."""
+    return {
+        name: value
+        for name, value in environ.items()
+        if name in PASSED_VARIABLES or name.startswith(PASSED_PREFIXES)
+    }
+
+
 def _environment(libs: Path) -> dict[str, str]:
-    env = dict(os.environ)
+    env = minimal_environment(dict(os.environ))
     lib_paths = [str(libs), sysconfig.get_config_var("LIBDIR") or ""]
     if env.get("LD_LIBRARY_PATH"):
         lib_paths.append(env["LD_LIBRARY_PATH"])

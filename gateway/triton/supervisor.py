@@ -1,8 +1,12 @@
-"""Starts and watches tritonserver: ready before serving, restarted if it dies, stopped last.
+"""Starts and watches tritonserver: ready before serving, restarted if it dies or hangs,
+stopped last, and never left behind.
 
-Alive means the process has not exited (a task awaits ``proc.wait()``, no polling) and
-Triton answers its readiness check. After a restart Triton has forgotten every model, so
-the ``on_restart`` callback resets the registry.
+Alive means the process has not exited (a task awaits ``proc.wait()``) and it answers its
+liveness check in time (``health.LivenessProbe``). A crashed or hung server is killed with
+its whole process group (its Python-backend stubs outlive it otherwise) and started again.
+Around a restart ``on_down`` runs once the old server is gone (Triton has forgotten every
+model) and ``on_up`` once the new one is ready. The group id is kept in a pid file under the
+cache folder, so that a gateway killed with SIGKILL has its Triton ended by the next start.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
@@ -18,9 +23,14 @@ from pathlib import Path
 from gateway.errors import GatewayError
 from gateway.settings import Settings
 from gateway.triton.embedded import EmbeddedRuntime
+from gateway.triton.health import LivenessProbe, TritonHealth
 
 log = logging.getLogger(__name__)
 RESTART_BACKOFF_S = (0.5, 1.0, 2.0, 5.0)
+STOP_GRACE_S = 6.0
+"""A graceful stop's wait for Triton (its own --exit-timeout-secs is 5), then SIGKILL."""
+PID_FILE = "tritonserver.pid"
+_TRITON_COMMS = ("tritonserver", "triton_python_b")  # /proc/*/comm is cut at 15 characters
 
 
 class TritonSupervisor:
@@ -29,18 +39,32 @@ class TritonSupervisor:
         settings: Settings,
         runtime: EmbeddedRuntime,
         is_ready: Callable[[], Awaitable[bool]],
-        on_restart: Callable[[], None],
+        health: TritonHealth,
+        on_down: Callable[[], None],
+        on_up: Callable[[], None],
     ) -> None:
         self._settings = settings
         self._runtime = runtime
         self._is_ready = is_ready
-        self._on_restart = on_restart
+        self.health = health
+        self._on_down = on_down
+        self._on_up = on_up
+        self._probe = LivenessProbe(
+            "127.0.0.1",
+            settings.triton_http_port,
+            settings.triton_liveness_interval,
+            settings.triton_liveness_timeout,
+        )
+        self._pid_file = settings.cache_dir / PID_FILE
         self._proc: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._stopping = False
-        self.ready = False
-        """True once Triton answered its readiness check; False while it (re)starts."""
         self.restarts = 0
+
+    @property
+    def ready(self) -> bool:
+        """True once Triton answered its readiness check; False while it (re)starts."""
+        return self.health.up
 
     @property
     def pid(self) -> int | None:
@@ -69,17 +93,24 @@ class TritonSupervisor:
         ]
 
     async def start(self) -> None:
+        await asyncio.to_thread(self._pid_file.parent.mkdir, parents=True, exist_ok=True)
+        await asyncio.to_thread(reap_orphan, self._pid_file)
         await self._spawn()
         self._watcher = asyncio.create_task(self._watch(), name="triton-watcher")
 
     async def _spawn(self) -> None:
-        self.ready = False
-        self._proc = await asyncio.create_subprocess_exec(
+        self.health.up = False
+        proc = self._proc = await asyncio.create_subprocess_exec(
             *self.command(), env=self._runtime.env, start_new_session=True
         )
-        log.info("started tritonserver pid %d", self._proc.pid)
-        await self._wait_ready(self._proc)
-        self.ready = True
+        await asyncio.to_thread(self._pid_file.write_text, f"{proc.pid}\n")
+        log.info("started tritonserver pid %d", proc.pid)
+        try:
+            await self._wait_ready(proc)
+        except BaseException:
+            _kill_group(proc.pid)  # not ready in time, or stopping: leave nothing running
+            raise
+        self.health.up = True
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process) -> None:
         loop = asyncio.get_running_loop()
@@ -98,44 +129,142 @@ class TritonSupervisor:
     async def _watch(self) -> None:
         attempt = 0
         while not self._stopping:
-            assert self._proc is not None
-            code = await self._proc.wait()
-            if self._stopping:
-                return
-            self.ready = False
-            _kill_group(self._proc.pid)  # its Python-backend stubs outlive a crashed server
-            log.error("tritonserver exited with code %s; restarting", code)
-            self._on_restart()
+            proc = self._proc
+            assert proc is not None
+            reason = await self._until_failed(proc)
+            self.health.up = False
+            _kill_group(proc.pid)  # a hung server, and the stubs of a crashed one
+            await proc.wait()
+            log.error("tritonserver %s; restarting", reason)
+            self._on_down()
             await asyncio.sleep(RESTART_BACKOFF_S[min(attempt, len(RESTART_BACKOFF_S) - 1)])
             try:
                 await self._spawn()
-                self.restarts += 1
-                attempt = 0
             except (OSError, RuntimeError):
                 log.exception("restarting tritonserver failed")
                 attempt += 1
+                continue
+            self.restarts += 1
+            attempt = 0
+            self._on_up()
+
+    async def _until_failed(self, proc: asyncio.subprocess.Process) -> str:
+        """Why the server must be restarted: it exited, or it stopped answering."""
+        if proc.returncode is not None:
+            return f"exited with code {proc.returncode}"
+        exited = asyncio.ensure_future(proc.wait())
+        hung = asyncio.ensure_future(self._probe.until_hung())
+        try:
+            await asyncio.wait({exited, hung}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            exited.cancel()
+            hung.cancel()
+        if exited.done() and not exited.cancelled():
+            return f"exited with code {exited.result()}"
+        return f"did not answer its liveness check for {hung.result():.1f} s (hung)"
 
     async def stop(self) -> None:
         self._stopping = True
+        self.health.up = False
         if self._watcher is not None:
             self._watcher.cancel()
             with suppress(asyncio.CancelledError):
                 await self._watcher
+        await self._probe.close()
         proc = self._proc
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), timeout=15)
-        except TimeoutError:
-            log.warning("tritonserver did not stop in time; killing it")
-            proc.kill()
+        if proc is not None and proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=STOP_GRACE_S)
+            except TimeoutError:
+                log.warning("tritonserver did not stop in time; killing it")
+        if proc is not None:
+            _kill_group(proc.pid)  # the server if still there, and every stub
             await proc.wait()
-        _kill_group(proc.pid)
-        log.info("tritonserver stopped with code %s", proc.returncode)
+            log.info("tritonserver stopped with code %s", proc.returncode)
+        with suppress(OSError):
+            await asyncio.to_thread(self._pid_file.unlink)
+
+
+class ExternalWatch:
+    """With --triton-url nobody may restart Triton: the liveness probe only marks it down,
+    and up again (``on_up``) once it answers."""
+
+    def __init__(
+        self,
+        probe: LivenessProbe,
+        health: TritonHealth,
+        on_down: Callable[[], None],
+        on_up: Callable[[], None],
+    ) -> None:
+        self._probe = probe
+        self.health = health
+        self._on_down = on_down
+        self._on_up = on_up
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.health.up = True
+        self._task = asyncio.create_task(self._run(), name="triton-liveness")
+
+    async def _run(self) -> None:
+        while True:
+            stalled = await self._probe.until_hung()
+            self.health.up = False
+            log.error("Triton did not answer its liveness check for %.1f s: marked down", stalled)
+            self._on_down()
+            await self._probe.until_live()
+            log.info("Triton answers again: marked up")
+            self.health.up = True
+            self._on_up()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+        await self._probe.close()
 
 
 def _kill_group(pgid: int) -> None:
     """tritonserver leads its own process group (start_new_session): end whatever is left."""
     with suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+def _live_members(pgid: int) -> list[int]:
+    """Processes of the group, zombies left out, that are tritonserver or its stubs."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == pgid and fields[0] != "Z" and comm.startswith(_TRITON_COMMS):
+            members.append(int(entry.name))
+    return members
+
+
+def reap_orphan(pid_file: Path, wait_s: float = 10.0) -> bool:
+    """End the Triton (and stubs) a gateway killed with SIGKILL left running, if any.
+
+    The pid file names the group; only processes that are tritonserver or its stubs count,
+    so a recycled pid is never killed. Blocking: run it in a thread.
+    """
+    try:
+        pgid = int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return False
+    found = bool(_live_members(pgid))
+    if found:
+        log.warning("ending tritonserver group %d left running by a previous gateway", pgid)
+        _kill_group(pgid)
+        deadline = time.monotonic() + wait_s
+        while _live_members(pgid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    with suppress(OSError):
+        pid_file.unlink()
+    return found

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -201,6 +201,12 @@ class UpstreamPool:
         else:
             self._drop(conn)
         return response
+
+    def abort_all(self, error: Callable[[], Exception]) -> None:
+        """Fail the requests in flight with ``error()`` and drop every connection (the
+        server is known to be down or hung); the pool stays open for later requests."""
+        for conn in list(self._conns):
+            conn.fail(error())
 
     async def close(self) -> None:
         """Close every connection; later requests raise ServiceUnavailable."""

@@ -1,0 +1,625 @@
+"""`make soak`: a bounded chaos soak on loopback. Exits non-zero if any aim is missed.
+
+A real gateway (embedded Triton) serves a working set larger than its memory budget: a Zipf
+draw over SOAK_MODELS copies of tests/models/offset, model i answering x + 100 + i, so an
+answer from the wrong model is counted, not just a failed one. SOAK_CLIENTS threads invoke
+them through the SageMaker front, the KServe v2 front and boto3 in turn; a management thread
+preloads, invokes and deletes models by name. Faults come on a schedule:
+
+- Triton SIGKILL, and Triton SIGSTOP (a hang; the liveness timeout is SOAK_LIVENESS_S);
+- S3 5xx bursts and bodies cut short, through ``tests/faultproxy.py`` in front of a moto
+  server, when that module exists (otherwise the store is a local folder and those faults
+  are reported "not run"); ENOSPC is not injected here ("not run").
+
+After each fault the time to recover is measured: a new Triton and the hottest model
+answering correctly (Triton faults), or a model never loaded before answering (S3 faults).
+Reported: requests, answers by status, wrong answers, recovery times, the gateway's RSS and
+open file descriptors before and after, processes left once it stopped.
+
+    SOAK_SECONDS=120 (default) python bench/soak.py [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import importlib
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.servers import Gateway, free_port  # noqa: E402
+
+MiB = 1 << 20
+KILL_AIM_S = 10.0
+HANG_MARGIN_S = 10.0
+CLIENT_TIMEOUT_S = 60.0
+BUCKET, PREFIX = "models", "soak/"
+LOG = ROOT / "bench" / "results" / "soak-gateway.log"
+
+
+def env_number(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+@dataclass
+class Config:
+    seconds: float = field(default_factory=lambda: env_number("SOAK_SECONDS", 120))
+    models: int = field(default_factory=lambda: int(env_number("SOAK_MODELS", 48)))
+    clients: int = field(default_factory=lambda: int(env_number("SOAK_CLIENTS", 6)))
+    liveness_s: float = field(default_factory=lambda: env_number("SOAK_LIVENESS_S", 5))
+    budget_mib: int = field(default_factory=lambda: int(env_number("SOAK_BUDGET_MIB", 640)))
+    zipf_s: float = 1.1
+    probes: int = 8
+    admin_port: int = field(default_factory=free_port)
+    """Models outside the clients' set, loaded cold to time recovery after S3 faults."""
+
+
+# -- the model store
+
+
+def build_models(root: Path, count: int) -> Path:
+    """``m0 .. m{count-1}`` as archives, model i answering x + 100 + i."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from gateway.store.archive import package_model
+
+    archives = root / "archives"
+    archives.mkdir(parents=True)
+    for i in range(count):
+        folder = root / "src" / f"m{i}"
+        shutil.copytree(ROOT / "tests" / "models" / "offset", folder)
+        config = model_config_pb2.ModelConfig()
+        text_format.Parse((folder / "config.pbtxt").read_text(), config)
+        config.parameters["OFFSET"].string_value = str(100 + i)
+        (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+        package_model(folder, archives / f"m{i}.tar.gz")
+    return archives
+
+
+def load_faultproxy() -> Any | None:
+    """``tests/faultproxy.py`` if this checkout has it."""
+    try:
+        return importlib.import_module("tests.faultproxy")
+    except ModuleNotFoundError as exc:
+        if exc.name != "tests.faultproxy":
+            raise
+        return None
+
+
+@contextlib.contextmanager
+def s3_store(archives: Path, faultproxy: Any) -> Iterator[tuple[str, dict[str, str], Any]]:
+    """moto behind the fault proxy: (store URL, the gateway's environment, the proxy)."""
+    import logging
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's line per request
+    port = free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    moto.start()
+    creds = {"AWS_ACCESS_KEY_ID": "soak", "AWS_SECRET_ACCESS_KEY": "soak"}
+    creds["AWS_DEFAULT_REGION"] = "us-east-1"
+    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}", **_boto_creds(creds))
+    s3.create_bucket(Bucket=BUCKET)
+    for archive in sorted(archives.iterdir()):
+        s3.upload_file(str(archive), BUCKET, PREFIX + archive.name)
+    proxy = faultproxy.FaultProxy("127.0.0.1", port)
+    proxy.start()
+    try:
+        yield f"s3://{BUCKET}/{PREFIX}", {**creds, "AWS_ENDPOINT_URL_S3": proxy.url}, proxy
+    finally:
+        proxy.stop()
+        moto.stop()
+
+
+def _boto_creds(creds: dict[str, str]) -> dict[str, str]:
+    return {
+        "aws_access_key_id": creds["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": creds["AWS_SECRET_ACCESS_KEY"],
+        "region_name": creds["AWS_DEFAULT_REGION"],
+    }
+
+
+# -- clients
+
+
+def v2_body(x: float) -> bytes:
+    tensor = {"name": "INPUT0", "shape": [1, 1], "datatype": "FP32", "data": [x]}
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def answer_of(body: bytes) -> float:
+    return float(json.loads(body)["outputs"][0]["data"][0])
+
+
+class Tally:
+    """Counts shared by every client thread."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.statuses: Counter[str] = Counter()
+        self.wrong: list[str] = []
+        self.requests = 0
+        self.slowest = 0.0
+
+    def add(self, front: str, status: str, seconds: float, wrong: str | None = None) -> None:
+        with self.lock:
+            self.requests += 1
+            self.statuses[f"{front} {status}"] += 1
+            self.slowest = max(self.slowest, seconds)
+            if wrong:
+                self.wrong.append(wrong)
+
+
+class Client:
+    """One thread's connections: SageMaker and KServe v2 over http.client, and boto3."""
+
+    def __init__(self, port: int) -> None:
+        import boto3
+        from botocore.config import Config as BotoConfig
+
+        self.port = port
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT_S)
+        self.boto = boto3.client(
+            "sagemaker-runtime",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            region_name="us-east-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="x",
+            config=BotoConfig(
+                retries={"max_attempts": 1, "mode": "standard"},
+                read_timeout=CLIENT_TIMEOUT_S,
+                connect_timeout=5,
+            ),
+        )
+
+    def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        try:
+            self.conn.request("POST", path, body, {"Content-Type": "application/json", **headers})
+            response = self.conn.getresponse()
+            return response.status, response.read()
+        except BaseException:
+            self.conn.close()  # reconnect on the next request
+            raise
+
+    def sagemaker(self, model: int, x: float) -> tuple[int, bytes]:
+        headers = {"X-Amzn-SageMaker-Target-Model": f"m{model}.tar.gz"}
+        return self.post("/endpoints/soak/invocations", v2_body(x), headers)
+
+    def kserve(self, model: int, x: float) -> tuple[int, bytes]:
+        return self.post(f"/v2/models/m{model}/infer", v2_body(x), {})
+
+    def boto3(self, model: int, x: float) -> tuple[int, bytes]:
+        from botocore.exceptions import ClientError
+
+        try:
+            out = self.boto.invoke_endpoint(
+                EndpointName="soak",
+                TargetModel=f"m{model}.tar.gz",
+                ContentType="application/json",
+                Body=v2_body(x),
+            )
+        except ClientError as exc:
+            return int(exc.response["ResponseMetadata"]["HTTPStatusCode"]), b""
+        return 200, out["Body"].read()
+
+    def close(self) -> None:
+        self.conn.close()
+        self.boto.close()
+
+
+def one_call(client: Client, tally: Tally, front: str, model: int, x: float) -> int:
+    """The status (0 for a transport error), after counting the answer."""
+    call: Callable[[int, float], tuple[int, bytes]] = getattr(client, front)
+    started = time.monotonic()
+    try:
+        status, body = call(model, x)
+    except (TimeoutError, OSError, http.client.HTTPException) as exc:
+        tally.add(front, type(exc).__name__, time.monotonic() - started)
+        return 0
+    seconds = time.monotonic() - started
+    wrong = None
+    if status == 200:
+        got = answer_of(body)
+        if got != x + 100 + model:
+            wrong = f"{front} m{model}: {got} for {x}"
+    tally.add(front, str(status), seconds, wrong)
+    return status
+
+
+def client_loop(port: int, tally: Tally, weights: list[float], seed: int, stop: threading.Event):
+    rng = random.Random(seed)
+    client = Client(port)
+    fronts = ("sagemaker", "kserve", "boto3")
+    n = 0
+    try:
+        while not stop.is_set():
+            model = rng.choices(range(len(weights)), weights)[0]
+            status = one_call(client, tally, fronts[n % 3], model, float(rng.randrange(1000)))
+            n += 1
+            # A little think time (two cores are shared with Triton), and a pause after a
+            # refusal, as a client honouring Retry-After (capped) would.
+            stop.wait(0.01 if status in (200, 400, 424) else 0.5)
+    finally:
+        client.close()
+
+
+def management_loop(port: int, tally: Tally, models: int, stop: threading.Event) -> None:
+    """Preload a model by name, invoke it by name, delete it: the container contract."""
+    rng = random.Random(7)
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT_S)
+    k = 0
+    while not stop.wait(2.0):
+        k += 1
+        model, name = rng.randrange(models), f"pre{k}"
+        steps: list[tuple[str, str, bytes]] = [
+            (
+                "POST",
+                "/models",
+                json.dumps({"model_name": name, "url": f"m{model}.tar.gz"}).encode(),
+            ),
+            ("POST", f"/models/{name}/invoke", v2_body(float(k))),
+            ("DELETE", f"/models/{name}", b""),
+        ]
+        for method, path, body in steps:
+            started = time.monotonic()
+            try:
+                conn.request(method, path, body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                status, answer = response.status, response.read()
+            except (OSError, http.client.HTTPException) as exc:
+                conn.close()
+                tally.add("management", type(exc).__name__, time.monotonic() - started)
+                break
+            wrong = None
+            if path.endswith("/invoke") and status == 200 and answer_of(answer) != k + 100 + model:
+                wrong = f"management {name} (m{model}): {answer_of(answer)} for {k}"
+            tally.add("management", str(status), time.monotonic() - started, wrong)
+            if status != 200:
+                break
+    conn.close()
+
+
+# -- faults
+
+
+@dataclass
+class Fault:
+    name: str
+    at: float
+    """Fraction of the soak at which it is injected."""
+    aim_s: float | None
+    injected: float = 0.0
+    recovered_s: float | None = None
+    note: str = ""
+
+
+class Soak:
+    def __init__(self, config: Config, gateway: Gateway, proxy: Any | None) -> None:
+        self.config = config
+        self.gateway = gateway
+        self.proxy = proxy
+        self.probe = Client(gateway.port)
+        self.next_cold = config.models  # probe models m{models}.. are never used by clients
+
+    def healthy(self, model: int = 0) -> bool:
+        """The hottest model answers correctly (a wrong answer is never healthy)."""
+        try:
+            status, body = self.probe.sagemaker(model, 1.0)
+        except (OSError, http.client.HTTPException):
+            return False
+        return status == 200 and answer_of(body) == 101.0 + model
+
+    def wait(self, condition: Callable[[], bool], limit_s: float) -> bool:
+        deadline = time.monotonic() + limit_s
+        while time.monotonic() < deadline:
+            if condition():
+                return True
+            time.sleep(0.1)
+        return False
+
+    def triton_fault(self, fault: Fault, sig: signal.Signals) -> None:
+        old = self.gateway.triton_pid()
+        if old is None:
+            fault.note = "no Triton to fault"
+            return
+        fault.injected = time.monotonic()
+        os.killpg(old, sig)  # the server and its stubs
+        limit = (fault.aim_s or 30) + 20
+
+        def back() -> bool:
+            return self.gateway.triton_pid() not in (None, old) and self.healthy()
+
+        if self.wait(back, limit):
+            fault.recovered_s = time.monotonic() - fault.injected
+
+    def s3_fault(self, fault: Fault, inject: Callable[[], None]) -> None:
+        if self.proxy is None:
+            fault.note = "not run (no tests/faultproxy.py: local store)"
+            return
+        model = self.next_cold
+        self.next_cold += 1
+        fault.injected = time.monotonic()
+        inject()
+        if self.wait(lambda: self.healthy(model), 60):
+            fault.recovered_s = time.monotonic() - fault.injected
+        self.proxy.clear()
+
+    def run_fault(self, fault: Fault) -> None:
+        if fault.name == "triton SIGKILL":
+            self.triton_fault(fault, signal.SIGKILL)
+        elif fault.name == "triton SIGSTOP (hang)":
+            self.triton_fault(fault, signal.SIGSTOP)
+        elif fault.name == "S3 5xx burst":
+            self.s3_fault(fault, lambda: self.proxy.fail_next(4, status=503))
+        elif fault.name == "S3 body cut short":
+            self.s3_fault(fault, lambda: self.proxy.cut_next(2, after_bytes=512))
+        else:
+            fault.note = "not run (ENOSPC needs a size-limited cache folder)"
+
+
+def schedule(config: Config) -> list[Fault]:
+    return [
+        Fault("triton SIGKILL", 0.15, KILL_AIM_S),
+        Fault("triton SIGSTOP (hang)", 0.35, config.liveness_s + HANG_MARGIN_S),
+        Fault("S3 5xx burst", 0.70, None),
+        Fault("S3 body cut short", 0.80, None),
+        Fault("ENOSPC during extraction", 0.90, None),
+    ]
+
+
+# -- measurements
+
+
+def rss_and_fds(pid: int) -> tuple[int, int]:
+    status = Path(f"/proc/{pid}/status").read_text()
+    rss = next(
+        int(line.split()[1]) * 1024 for line in status.splitlines() if line.startswith("VmRSS")
+    )
+    return rss, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def settled_fds(pid: int) -> tuple[int, int]:
+    """RSS and fds once closed client connections are gone (fds stop falling)."""
+    last = rss_and_fds(pid)
+    for _ in range(20):
+        time.sleep(0.1)
+        now = rss_and_fds(pid)
+        if now[1] >= last[1]:
+            return now
+        last = now
+    return last
+
+
+def triton_processes(cache_dir: Path) -> list[int]:
+    """tritonserver and Python-backend stubs still serving this soak's cache folder."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        ours = comm.startswith(("tritonserver", "triton_python_b")) and str(cache_dir) in cmdline
+        if state != "Z" and ours:
+            found.append(int(entry.name))
+    return found
+
+
+def evictions(port: int) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", "/metrics")
+        text = conn.getresponse().read().decode()
+    finally:
+        conn.close()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith('mme_model_evictions_total{tier="memory"}'):
+            total += float(line.split()[-1])
+    return int(total)
+
+
+# -- the run
+
+
+def start_gateway(config: Config, work: Path, store: str, env: dict[str, str]) -> Gateway:
+    gateway = Gateway(store=store, cache_dir=work / "cache", env=env)
+    gateway.args = [
+        "--memory-budget", f"{config.budget_mib}MiB",
+        "--min-model-memory", "32MiB",
+        "--model-ready-timeout", "20",
+        "--triton-liveness-timeout", str(config.liveness_s),
+        "--triton-liveness-interval", "1",
+        "--shutdown-timeout", "10",
+        "--no-access-log",
+        "--admin-port", str(config.admin_port),  # management on its own listener
+    ]  # fmt: skip
+    return gateway.start()
+
+
+def drive(config: Config, gateway: Gateway, proxy: Any | None) -> dict[str, Any]:
+    soak = Soak(config, gateway, proxy)
+    for model in range(6):  # warm up: the head of the distribution, pools open
+        soak.wait(lambda m=model: soak.healthy(m), 60)
+    assert gateway.proc is not None
+    pid = gateway.proc.pid
+    start_rss, start_fds = settled_fds(pid)
+    tally = Tally()
+    weights = [1 / (i + 1) ** config.zipf_s for i in range(config.models)]
+    stop = threading.Event()
+    threads = [
+        threading.Thread(target=client_loop, args=(gateway.port, tally, weights, i, stop))
+        for i in range(config.clients)
+    ]
+    threads.append(
+        threading.Thread(
+            target=management_loop, args=(config.admin_port, tally, config.models, stop)
+        )
+    )
+    for thread in threads:
+        thread.start()
+    started = time.monotonic()
+    faults = schedule(config)
+    for fault in faults:
+        delay = started + fault.at * config.seconds - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        soak.run_fault(fault)
+        print(f"  {fault.name}: {_recovery(fault)}", flush=True)
+    time.sleep(max(0.0, started + config.seconds - time.monotonic()))
+    stop.set()
+    for thread in threads:
+        thread.join(CLIENT_TIMEOUT_S + 10)
+    soak.probe.close()
+    end_rss, end_fds = settled_fds(pid)
+    return {
+        "seconds": round(time.monotonic() - started, 1),
+        "tally": tally,
+        "faults": faults,
+        "evictions": evictions(gateway.port),
+        "rss": (start_rss, end_rss),
+        "fds": (start_fds, end_fds),
+    }
+
+
+def _recovery(fault: Fault) -> str:
+    if fault.note:
+        return fault.note
+    if fault.recovered_s is None:
+        return "NOT recovered"
+    return f"recovered in {fault.recovered_s:.1f} s"
+
+
+def stop_gateway(gateway: Gateway, cache_dir: Path) -> tuple[float, int, list[int]]:
+    assert gateway.proc is not None
+    started = time.monotonic()
+    code = gateway.stop(timeout=60)
+    seconds = time.monotonic() - started
+    return seconds, code, triton_processes(cache_dir)
+
+
+# -- the report
+
+
+def aims(result: dict[str, Any], config: Config) -> list[tuple[str, bool, str]]:
+    tally: Tally = result["tally"]
+    rows = [
+        ("wrong answers = 0", not tally.wrong, str(len(tally.wrong))),
+        (
+            "no client timeout or connection error",
+            not [k for k in tally.statuses if not k.split()[-1].isdigit()],
+            str(sum(v for k, v in tally.statuses.items() if not k.split()[-1].isdigit())),
+        ),
+    ]
+    for fault in result["faults"]:
+        if fault.aim_s is None or fault.note:
+            continue
+        ok = fault.recovered_s is not None and fault.recovered_s <= fault.aim_s
+        rows.append((f"{fault.name} recovered <= {fault.aim_s:.0f} s", ok, _recovery(fault)))
+    (rss0, rss1), (fd0, fd1) = result["rss"], result["fds"]
+    rss_ok = rss1 <= rss0 + max(64 * MiB, rss0 // 4)
+    rows.append(
+        ("gateway RSS flat (+25% or 64 MiB)", rss_ok, f"{rss0 // MiB} -> {rss1 // MiB} MiB")
+    )
+    rows.append(("gateway open fds flat (+16)", fd1 <= fd0 + 16, f"{fd0} -> {fd1}"))
+    stop_s, code, left = result["stop"]
+    rows.append(
+        ("SIGTERM: exit 0 within 15 s", code == 0 and stop_s <= 15, f"{stop_s:.1f} s, code {code}")
+    )
+    rows.append(("processes left = 0", not left, str(len(left))))
+    return rows
+
+
+def report(result: dict[str, Any], config: Config, store_kind: str) -> list[tuple[str, bool, str]]:
+    tally: Tally = result["tally"]
+    print(f"\nchaos soak: {result['seconds']} s, {config.models} models (Zipf s={config.zipf_s}), "
+          f"{config.clients} clients, {store_kind} store, budget {config.budget_mib} MiB, "
+          f"liveness timeout {config.liveness_s} s")  # fmt: skip
+    print(f"requests: {tally.requests}; memory evictions: {result['evictions']}; "
+          f"slowest answer {tally.slowest:.1f} s")  # fmt: skip
+    for key, count in sorted(tally.statuses.items()):
+        print(f"  {key:28} {count}")
+    for wrong in tally.wrong[:10]:
+        print(f"  WRONG: {wrong}")
+    print("faults:")
+    for fault in result["faults"]:
+        print(f"  {fault.name:28} {_recovery(fault)}")
+    rows = aims(result, config)
+    print("aims:")
+    for name, ok, value in rows:
+        print(f"  {'PASS' if ok else 'MISS'}  {name:44} {value}")
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    config = Config()
+    faultproxy = load_faultproxy()
+    with tempfile.TemporaryDirectory(prefix="mme-soak-") as tmp:
+        work = Path(tmp)
+        archives = build_models(work / "models", config.models + config.probes)
+        with contextlib.ExitStack() as stack:
+            if faultproxy is not None:
+                store, env, proxy = stack.enter_context(s3_store(archives, faultproxy))
+                kind = "S3 (moto behind the fault proxy)"
+            else:
+                store, env, proxy, kind = str(archives), {}, None, "local folder"
+            print(f"soak: {config.seconds:.0f} s against a {kind} store", flush=True)
+            gateway = start_gateway(config, work, store, env)
+            try:
+                result = drive(config, gateway, proxy)
+            finally:
+                result_stop = stop_gateway(gateway, work / "cache")
+                LOG.parent.mkdir(parents=True, exist_ok=True)
+                LOG.write_text(gateway.log())
+            result["stop"] = result_stop
+        rows = report(result, config, kind)
+    if args.json:
+        args.json.write_text(json.dumps(_as_json(result, rows), indent=2))
+    return 0 if all(ok for _, ok, _ in rows) else 1
+
+
+def _as_json(result: dict[str, Any], rows: list[tuple[str, bool, str]]) -> dict[str, Any]:
+    tally: Tally = result["tally"]
+    return {
+        "seconds": result["seconds"],
+        "requests": tally.requests,
+        "statuses": dict(tally.statuses),
+        "wrong": tally.wrong,
+        "evictions": result["evictions"],
+        "faults": [
+            {"name": f.name, "recovered_s": f.recovered_s, "aim_s": f.aim_s, "note": f.note}
+            for f in result["faults"]
+        ],
+        "rss": result["rss"],
+        "fds": result["fds"],
+        "aims": [{"aim": name, "pass": ok, "value": value} for name, ok, value in rows],
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
