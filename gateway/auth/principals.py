@@ -42,6 +42,12 @@ class Principal:
         union = "|".join(f"(?:{fnmatch.translate(p)})" for p in self.models)
         object.__setattr__(self, "_match", re.compile(union) if union else None)
 
+    def kserve_name(self, name: str) -> str:
+        """The KServe name to resolve once ``kserve_targets(name)`` was allowed: a principal
+        allowed only ``name.tar.gz`` gets that archive, never another form (``.tgz``, a
+        folder) that the bare name could resolve to."""
+        return name if self.allows((name,)) else name + _KSERVE_SUFFIX
+
     def allows(self, targets: Sequence[str]) -> bool:
         """Whether any of ``targets`` matches any of the principal's patterns."""
         match = self._match

@@ -10,18 +10,20 @@ from collections.abc import Sequence
 
 from aiohttp import web
 
+from gateway.auth import Principal
 from gateway.keys import AUTH
 
 CLIENT_HOST = "x-mme-client-host"
 
 
-async def authorize(request: web.Request, targets: Sequence[str] | None) -> None:
-    """Nothing without --auth-file; else the caller must hold and be allowed ``targets``."""
+async def authorize(request: web.Request, targets: Sequence[str] | None) -> Principal | None:
+    """Nothing without --auth-file (None); else the caller, who must hold and be allowed
+    ``targets``."""
     auth = request.app.get(AUTH)
     if auth is None:
-        return
+        return None
     headers = {name.lower(): value for name, value in request.headers.items()}
     host = headers.pop(CLIENT_HOST, None)
     if host is not None:
         headers["host"] = host
-    auth.authorize(request.method, request.raw_path, headers, await request.read(), targets)
+    return auth.authorize(request.method, request.raw_path, headers, await request.read(), targets)

@@ -38,8 +38,8 @@ def _reply(response: UpstreamResponse, body: bytes | None = None) -> Reply:
 
 async def _ensure(request: web.Request) -> ModelRef:
     name = request.match_info["name"]
-    await access.authorize(request, kserve_targets(name))  # before the load it may start
-    ref = resolve_kserve_name(name)
+    principal = await access.authorize(request, kserve_targets(name))  # before any load
+    ref = resolve_kserve_name(principal.kserve_name(name) if principal else name)
     deadline = request.loop.time() + request.app[SETTINGS].model_ready_timeout
     await request.app[SERVICE].entry(ref, deadline)
     return ref

@@ -460,7 +460,8 @@ class Connection(asyncio.Protocol):
             name, version = _kserve_target(path[11:-6])
             MODEL.set(name)
             if hot.auth is not None:
-                hot.auth.authorize(*_signed(request), kserve_targets(name))
+                principal = hot.auth.authorize(*_signed(request), kserve_targets(name))
+                name = principal.kserve_name(name)
             return await kserve_v2.infer(
                 hot.service, name, version, request.headers, request.body, request.deadline
             )

@@ -116,3 +116,11 @@ def test_load_principals_file(tmp_path: Path) -> None:
         load_principals(path)
     with pytest.raises(AuthFileError, match="cannot read"):
         load_principals(tmp_path / "missing.json")
+
+
+def test_principal_allowed_only_the_archive_gets_that_form_on_kserve():
+    only_archive = Principal("a", ("shared.tar.gz",))
+    assert only_archive.allows(kserve_targets("shared"))
+    assert only_archive.kserve_name("shared") == "shared.tar.gz"  # never shared.tgz or a folder
+    by_name = Principal("b", ("shared",))
+    assert by_name.kserve_name("shared") == "shared"
