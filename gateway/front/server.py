@@ -53,9 +53,11 @@ from gateway.triton.upstream import UpstreamPool
 log = logging.getLogger(__name__)
 MAX_PIPELINED = 16
 LINGER_S = 2.0
-LINGER_BYTES = 1 << 20
+LINGER_BYTES = 64 << 20
 """After refusing a request, its unread bytes are drained for up to LINGER_S seconds and
-LINGER_BYTES bytes before the close (so the client reads the answer, not a reset)."""
+LINGER_BYTES bytes before the close (so the client reads the answer, not a reset): a client
+that sends a whole oversized body before reading, as boto3 does, still gets its 413.
+Draining only counts bytes; the time bound is what holds a connection."""
 _NEVER = float("inf")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "expect"}
 _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
