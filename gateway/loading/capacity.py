@@ -38,6 +38,7 @@ from gateway.errors import InsufficientMemory, ServiceUnavailable
 from gateway.loading.eviction import EvictionPolicy, Resident
 from gateway.loading.registry import ModelEntry, ModelState, Registry
 from gateway.memory.base import MemoryMonitor, MemorySnapshot
+from gateway.memory.host import SERVER
 from gateway.metrics import Metrics
 from gateway.resolve import ModelRef
 from gateway.settings import Settings
@@ -93,6 +94,8 @@ class Capacity:
         self._locks = {kind: asyncio.Lock() for kind in monitors}
         self._ledger: set[Reservation] = set()
         self._unloads: dict[str, asyncio.Task[None]] = {}
+        self._server_base: dict[str, int] = {}
+        """What tritonserver's own process held, per memory kind, while no model was loaded."""
         self._footprints: dict[str, int] = {}
         """Measured memory per Triton model name, remembered across unloads."""
 
@@ -150,6 +153,7 @@ class Capacity:
         """
         reservation = Reservation(ref.triton_name, kind, need)
         async with self._locks[kind]:
+            await self._note_server_base(kind)  # a fresh Triton process has a fresh base
             unloads, reservation.promised = await self._plan(ref, kind, need)
             self._enter(reservation)
         try:
@@ -247,17 +251,46 @@ class Capacity:
     # after a load
 
     async def held(
-        self, triton_name: str, kind: str = "", pids: dict[str, list[int]] | None = None
+        self,
+        triton_name: str,
+        kind: str = "",
+        pids: dict[str, list[int]] | None = None,
+        loading: bool = False,
     ) -> int | None:
-        """What the model's own processes hold, by the readings (None: cannot tell).
-        ``pids``: a scan of Triton's processes already made, for many models at once."""
+        """What the model holds by the readings (None: cannot tell): its own processes, plus
+        its share of what tritonserver's process grew by since it held no model (backends
+        keep per-model state there, which no stub's figure shows). ``pids``: a scan of
+        Triton's processes already made; ``loading``: the model is not in the registry yet."""
         entry = self._registry.get(triton_name)
         kind = kind or (entry.memory_kind if entry else "host")
-        own = (pids if pids is not None else await self._pids_by_model()).get(triton_name)
+        pids = pids if pids is not None else await self._pids_by_model()
+        own = pids.get(triton_name)
         if not own or kind not in self.monitors:
             return None
         held = await self.monitors[kind].held_by(own)
-        return held or None
+        if not held:
+            return None
+        return held + await self._server_share(kind, pids, 1 if loading else 0)
+
+    async def _server_share(self, kind: str, pids: dict[str, list[int]], extra: int) -> int:
+        base = self._server_base.get(kind)
+        server = pids.get(SERVER)
+        if base is None or not server:
+            return 0
+        now = await self.monitors[kind].held_by(server) or 0
+        loaded = sum(1 for e in self._registry.loaded() if e.memory_kind == kind) + extra
+        return max(now - base, 0) // max(loaded, 1)
+
+    async def _note_server_base(self, kind: str) -> None:
+        """With no model of ``kind`` loaded or loading, read what the server holds alone."""
+        if any(e.memory_kind == kind for e in self._registry.loaded()) or any(
+            r.kind == kind for r in self._ledger
+        ):
+            return
+        server = (await self._pids_by_model()).get(SERVER)
+        held = await self.monitors[kind].held_by(server) if server else None
+        if held:
+            self._server_base[kind] = held
 
     async def scan(self) -> dict[str, list[int]]:
         return await self._pids_by_model()
@@ -273,7 +306,7 @@ class Capacity:
 
     async def _measure(self, ref: ModelRef, reservation: Reservation, base: int) -> int:
         floor = self._settings.min_model_memory // 4
-        held = await self.held(ref.triton_name, reservation.kind)
+        held = await self.held(ref.triton_name, reservation.kind, loading=True)
         if held is not None:
             return max(held, floor)
         if reservation.alone and reservation.before is not None:

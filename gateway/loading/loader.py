@@ -44,6 +44,26 @@ LOAD_ATTEMPTS = 3
 """Loads tried when Triton still runs out of memory: each retry evicts more first."""
 
 
+class _Slot:
+    """A load's place among --max-concurrent-loads: held while it downloads and while Triton
+    loads it, given up while it waits for memory (victims' processes take a second or more
+    to exit), so loads waiting for room do not keep others from downloading or loading."""
+
+    def __init__(self, slots: asyncio.Semaphore) -> None:
+        self._slots = slots
+        self._held = False
+
+    async def take(self) -> None:
+        if not self._held:
+            await self._slots.acquire()
+            self._held = True
+
+    def give(self) -> None:
+        if self._held:
+            self._held = False
+            self._slots.release()
+
+
 class Loader:
     def __init__(
         self,
@@ -108,14 +128,16 @@ class Loader:
 
     async def _load(self, ref: ModelRef) -> ModelEntry:
         await self._capacity.wait_unloaded(ref.triton_name)
-        async with self._slots:
+        slot = _Slot(self._slots)
+        await slot.take()
+        try:
             if not self._waiting.get(ref.triton_name):
                 raise ModelNotReady(f"Nobody waits for model '{ref.name}' any more.")
             entry = self._registry.begin(ref)
             started = time.perf_counter()
             try:
                 async with asyncio.timeout(self._settings.model_load_timeout):
-                    await self._fetch_and_load(ref, entry, started)
+                    await self._fetch_and_load(ref, entry, started, slot)
             except TimeoutError:
                 self._registry.abandon(entry)
                 with suppress(GatewayError):
@@ -132,9 +154,13 @@ class Loader:
                 self._metrics.failed_loads.inc()
                 self._registry.abandon(entry)
                 raise
+        finally:
+            slot.give()
         return entry
 
-    async def _fetch_and_load(self, ref: ModelRef, entry: ModelEntry, started: float) -> None:
+    async def _fetch_and_load(
+        self, ref: ModelRef, entry: ModelEntry, started: float, slot: _Slot
+    ) -> None:
         prepare = partial(
             prepare_model_dir,
             triton_name=ref.triton_name,
@@ -149,13 +175,13 @@ class Loader:
         self._registry.fetched(entry, materialized.bytes, fetch_seconds)
         kind = self._capacity.kind_for(view.cpu_only)
         try:
-            loaded = await self._load_within_memory(entry, view, kind, None, started)
+            loaded = await self._load_within_memory(entry, view, kind, None, started, slot)
         except InsufficientMemory:
             if not (kind == "gpu" and self._settings.cpu_fallback_on_oom and view.cpu_fallback):
                 raise
             log.warning("GPU full: serving %s on CPU instances", ref.name)
             loaded = await self._load_within_memory(
-                entry, view, "host", view.cpu_config_json, started
+                entry, view, "host", view.cpu_config_json, started, slot
             )
         self._registry.became_ready(entry, loaded)
         self._policy.record_load(ref.triton_name, loaded.memory_bytes, loaded.load_seconds)
@@ -172,12 +198,20 @@ class Loader:
         )
 
     async def _load_within_memory(
-        self, entry: ModelEntry, view: ModelView, kind: str, config: str | None, started: float
+        self,
+        entry: ModelEntry,
+        view: ModelView,
+        kind: str,
+        config: str | None,
+        started: float,
+        slot: _Slot,
     ) -> Loaded:
         ref, name = entry.ref, entry.ref.triton_name
         for attempt in range(1, LOAD_ATTEMPTS + 1):
             need = self._capacity.need(name, entry.disk_bytes, view.memory_bytes)
+            slot.give()
             async with self._capacity.room_for(ref, kind, need) as reservation:
+                await slot.take()
                 load_started = time.perf_counter()
                 try:
                     await self._control.load(name, config)
@@ -189,6 +223,7 @@ class Loader:
                     self._capacity.raise_estimate(name, need)
                     continue
                 self._metrics.loading.observe(time.perf_counter() - load_started)
+                slot.give()
                 try:
                     memory = await self._capacity.settle(ref, reservation)
                     inputs, outputs, batch = await self._describe(name, view)

@@ -35,10 +35,15 @@ def tree(pid: int) -> list[int]:
     return pids
 
 
+SERVER = ""
+"""Under this name (no model folder has it): tritonserver's own process."""
+
+
 def pids_by_model(root: int) -> dict[str, list[int]]:
     """The processes of Triton's tree that serve each model: a Python-backend instance is a
-    stub process whose first argument is its model's file (``.../<name>/<version>/model.py``)."""
-    found: dict[str, list[int]] = {}
+    stub process whose first argument is its model's file (``.../<name>/<version>/model.py``).
+    The server itself is listed under SERVER."""
+    found: dict[str, list[int]] = {SERVER: [root]}
     for pid in tree(root)[1:]:
         try:
             argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
