@@ -161,17 +161,25 @@ def _listening(port: int) -> bool:
     return False
 
 
+def user_sys(pid: int) -> tuple[int, int]:
+    """(utime, stime) ticks of a live process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]), int(fields[12])
+
+
 def measure(
     gateway_pid: int, responder_pid: int, url: str, script: Path, conns: int, seconds: int
 ) -> dict[str, Any]:
     watched = {"gateway": [gateway_pid], "responder": [responder_pid]}
     before = {k: common.cpu_ticks(v) for k, v in watched.items()}
+    split = user_sys(gateway_pid)
     busy, own, wall = common.machine_busy_ticks(), common.own_seconds(), time.monotonic()
     result = common.run_wrk(url, script, seconds, conns, threads=1)
     busy, own = common.machine_busy_ticks() - busy, common.own_seconds() - own
     wall = time.monotonic() - wall
     used = {k: (common.cpu_ticks(v) - before[k]) / common.CLK_TCK for k, v in watched.items()}
     n = max(int(result["requests"]), 1)
+    user, system = (b - a for a, b in zip(split, user_sys(gateway_pid), strict=True))
     return {
         "connections": conns,
         "rps": result["rps"],
@@ -180,6 +188,8 @@ def measure(
         "errors": result["non_2xx"] + result["socket_errors"],
         "gateway_cpu_us": used["gateway"] / n * 1e6,
         "gateway_cores": used["gateway"] / wall,
+        "gateway_user_us": user / common.CLK_TCK / n * 1e6,
+        "gateway_sys_us": system / common.CLK_TCK / n * 1e6,
         "responder_cpu_us": used["responder"] / n * 1e6,
         "wrk_cores": own / wall,
         "other_cores": max(busy / common.CLK_TCK - sum(used.values()) - own, 0.0) / wall,
@@ -195,14 +205,16 @@ def report(rows: list[dict[str, Any]], seconds: int) -> str:
         f"wrk -t1, {seconds} s per run; one gateway process (FrontServer + InferenceService + "
         "metrics + access log, uvloop) in front of nginx answering a fixed Triton JSON reply.",
         "",
-        "| connections | req/s | p50 ms | p99 ms | errors | gateway CPU µs/req | gateway cores "
+        "| connections | req/s | p50 ms | p99 ms | errors | gateway CPU µs/req (user + sys) "
+        "| gateway cores "
         "| per-core ceiling req/s | responder µs/req | wrk cores | other cores |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         out.append(
             f"| {r['connections']} | {r['rps']:,.0f} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} "
-            f"| {r['errors']} | {r['gateway_cpu_us']:.1f} | {r['gateway_cores']:.2f} "
+            f"| {r['errors']} | {r['gateway_cpu_us']:.1f} ({r['gateway_user_us']:.1f} + "
+            f"{r['gateway_sys_us']:.1f}) | {r['gateway_cores']:.2f} "
             f"| {r['per_core_rps']:,.0f} | {r['responder_cpu_us']:.1f} | {r['wrk_cores']:.2f} "
             f"| {r['other_cores']:.2f} |"
         )
