@@ -197,6 +197,13 @@ def measure(
     }
 
 
+def pyspy(pid: int, seconds: int, out: str) -> subprocess.Popen[bytes]:
+    """A py-spy sampling profile (raw, collapsed stacks) of the gateway during one run."""
+    cmd = [str(common.VENV_BIN / "py-spy"), "record", "-o", out, "--pid", str(pid)]
+    cmd += ["--duration", str(seconds), "--rate", "250", "--nonblocking", "--format", "raw"]
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def report(rows: list[dict[str, Any]], seconds: int) -> str:
     facts = common.machine_facts({})
     out = ["# Per-core ceiling (gateway hot path, upstream = nginx `return 200`)", ""]
@@ -227,6 +234,7 @@ def main() -> int:
     parser.add_argument("--upstream", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--access-log", default=os.devnull, help=argparse.SUPPRESS)
     parser.add_argument("--profile", help="write a cProfile of the gateway process here")
+    parser.add_argument("--pyspy", help="write a py-spy profile (raw) of each run here")
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_DURATION", "8")))
     parser.add_argument("--connections", default="16,64")
     parser.add_argument("--json", type=Path, default=common.RESULTS / "ceiling.json")
@@ -264,7 +272,11 @@ def main() -> int:
             gateway.send_signal(signal.SIGUSR1)
         rows = []
         for conns in [int(c) for c in args.connections.split(",")]:
+            spy = pyspy(gateway.pid, args.seconds - 1, args.pyspy) if args.pyspy else None
             rows.append(measure(gateway.pid, responder_pid, url, script, conns, args.seconds))
+            if spy is not None:
+                spy.wait(30)
+                print(common.top_frames(Path(args.pyspy), 25), flush=True)
         text = report(rows, args.seconds)
         print(text, flush=True)
         (common.RESULTS / "ceiling.md").write_text(text)
