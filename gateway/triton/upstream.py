@@ -23,6 +23,8 @@ from gateway.errors import ServiceUnavailable
 # above that, copying the body costs more (2.6 ms vs 1.1 ms for 6 MiB).
 _CONCAT_MAX = 16 * 1024
 _NEVER = float("inf")
+_HEADS_MAX = 4096
+"""Request heads remembered per (method, path, headers): the hot path repeats a few."""
 
 
 @dataclass(slots=True)
@@ -162,6 +164,7 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
         self._fixed = f"Host: {host}:{port}\r\nConnection: keep-alive\r\n"
+        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...]], bytes] = {}
         self._idle: list[_Connection] = []  # LIFO: the warmest connection is reused first
         self._conns: set[_Connection] = set()  # every connection not yet lost
         self._open = 0  # slots held: open connections plus connects in progress
@@ -178,14 +181,14 @@ class UpstreamPool:
         self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None
     ) -> UpstreamResponse:
         """Send one request. Host, Content-Length and Connection are the pool's to set."""
-        extra = "".join([f"{k}: {v}\r\n" for k, v in headers.items()]) if headers else ""
-        text = (
-            f"{method} {path} HTTP/1.1\r\n{self._fixed}Content-Length: {len(body)}\r\n{extra}\r\n"
-        )
-        lines = 5 + (len(headers) if headers else 0)  # each line holds exactly one CRLF
-        if text.count("\n") != lines or text.count("\r") != lines:
-            raise ValueError("CR or LF in request line or header")  # header injection
-        head = text.encode("latin-1")
+        key = (method, path, tuple(headers.items()) if headers else ())
+        start = self._heads.get(key)
+        if start is None:
+            start = self._head_start(method, path, headers)
+            if len(self._heads) >= _HEADS_MAX:
+                self._heads.clear()
+            self._heads[key] = start
+        head = b"%sContent-Length: %d\r\n\r\n" % (start, len(body))
 
         conn, reused = await self._acquire()
         while True:
@@ -209,6 +212,15 @@ class UpstreamPool:
         else:
             self._drop(conn)
         return response
+
+    def _head_start(self, method: str, path: str, headers: Mapping[str, str] | None) -> bytes:
+        """The request line and every header but Content-Length, checked for injection."""
+        extra = "".join([f"{k}: {v}\r\n" for k, v in headers.items()]) if headers else ""
+        text = f"{method} {path} HTTP/1.1\r\n{self._fixed}{extra}"
+        lines = 3 + (len(headers) if headers else 0)  # each line holds exactly one CRLF
+        if text.count("\n") != lines or text.count("\r") != lines:
+            raise ValueError("CR or LF in request line or header")  # header injection
+        return text.encode("latin-1")
 
     def abort_all(self, error: Callable[[], Exception]) -> None:
         """Fail the requests in flight with ``error()`` and drop every connection (the
