@@ -14,10 +14,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 import httptools
 
@@ -431,9 +432,9 @@ class Connection(asyncio.Protocol):
     ) -> Reply:
         try:
             if kind and request.method == b"POST" and self._front.serves_hot:
-                reply = await self._hot_route(path, kind, request, rid)
-                if reply is not None:
-                    return reply
+                pending = self._hot_route(path, kind, request, rid)
+                if pending is not None:
+                    return await pending
             method = request.method.decode("latin-1")
             route = self._hot.router.match(method, path)
             if route is None or not route.scopes & self._front.scopes:
@@ -445,7 +446,11 @@ class Connection(asyncio.Protocol):
             log.exception("request %s failed", rid)
             return error_reply(path, internal_failure(rid), rid)
 
-    async def _hot_route(self, path: str, kind: int, request: _Request, rid: str) -> Reply | None:
+    def _hot_route(
+        self, path: str, kind: int, request: _Request, rid: str
+    ) -> Coroutine[Any, Any, Reply] | None:
+        """The answer to await for a hot route, checked and authorised now; None if it is
+        not one. Not a coroutine itself: one frame less on every request."""
         hot = self._hot
         if kind == SAGEMAKER:
             target = request.headers.get("x-amzn-sagemaker-target-model")
@@ -453,7 +458,7 @@ class Connection(asyncio.Protocol):
             if hot.auth is not None:
                 hot.auth.authorize(*_signed(request), sagemaker_targets(target))
             endpoint = None if path == "/invocations" else path[11:-12]
-            return await hot.invoker.invoke(
+            return hot.invoker.invoke(
                 endpoint, request.headers, request.body, rid, request.deadline
             )
         if kind == KSERVE:
@@ -462,7 +467,7 @@ class Connection(asyncio.Protocol):
             if hot.auth is not None:
                 principal = hot.auth.authorize(*_signed(request), kserve_targets(name))
                 name = principal.kserve_name(name)
-            return await kserve_v2.infer(
+            return kserve_v2.infer(
                 hot.service, name, version, request.headers, request.body, request.deadline
             )
         return None
