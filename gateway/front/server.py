@@ -508,13 +508,11 @@ class Connection(asyncio.Protocol):
 
     def _write(self, reply: Reply, keep_alive: bool, head: bool) -> None:
         assert self._transport is not None
-        lines = [_STATUS.get(reply.status) or f"HTTP/1.1 {reply.status} Unknown\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in reply.headers.items())
-        lines.append(f"Content-Length: {len(reply.body)}\r\n")
-        if not keep_alive:
-            lines.append("Connection: close\r\n")
-        lines.append("\r\n")
-        head_bytes = "".join(lines).encode("latin-1")
+        status = _STATUS.get(reply.status) or f"HTTP/1.1 {reply.status} Unknown\r\n"
+        fields = "".join([f"{name}: {value}\r\n" for name, value in reply.headers.items()])
+        close = "" if keep_alive else "Connection: close\r\n"
+        text = f"{status}{fields}Content-Length: {len(reply.body)}\r\n{close}\r\n"
+        head_bytes = text.encode("latin-1")
         if head or not reply.body:
             self._transport.write(head_bytes)
         elif len(reply.body) <= 16384:
