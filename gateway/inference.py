@@ -57,21 +57,13 @@ class InferenceService:
         self._miss = metrics.cache_misses.inc
         self._waited = metrics.loading_wait.observe
 
-    def _hit_entry(self, ref: ModelRef) -> ModelEntry | None:
-        """The ready entry when Triton is up and the model loaded (no coroutine), else None."""
+    async def entry(self, ref: ModelRef, deadline: float) -> ModelEntry:
         if not self._health.up:
-            return None
+            raise self._health.unavailable()
         entry = self._registry.ready(ref.triton_name)
         if entry is not None:
             self._hit()
             CACHE_HIT.set(True)
-        return entry
-
-    async def entry(self, ref: ModelRef, deadline: float) -> ModelEntry:
-        if not self._health.up:
-            raise self._health.unavailable()
-        entry = self._hit_entry(ref)
-        if entry is not None:
             return entry
         self._miss()
         CACHE_HIT.set(False)
@@ -91,7 +83,7 @@ class InferenceService:
     ) -> tuple[ModelEntry, UpstreamResponse]:
         """Triton's answer, whatever its status; the caller decides how to render errors."""
         for _ in range(2):
-            entry = self._hit_entry(ref) or await self.entry(ref, deadline)
+            entry = await self.entry(ref, deadline)
             with entry.pin:  # never evicted while in flight, nor while its body is built
                 if isinstance(body, bytes):
                     payload = body
