@@ -121,9 +121,7 @@ class _Connection(asyncio.Protocol):
     def _on_timeout(self) -> None:
         self.fail(ServiceUnavailable(f"{self.pool.where} sent no complete response in time"))
 
-    def send(self, head: bytes, body: bytes, limit_s: float) -> asyncio.Future[None]:
-        """Write one request; the future completes with its response (``finish`` after it).
-        Not a coroutine: the pool awaits the future itself, one frame less per request."""
+    async def roundtrip(self, head: bytes, body: bytes, limit_s: float) -> UpstreamResponse:
         transport = self.transport
         if self.lost or transport is None or transport.is_closing():
             raise _PeerClosed(got_bytes=False)
@@ -138,14 +136,11 @@ class _Connection(asyncio.Protocol):
         self.deadline = loop.time() + limit_s
         if self.pool._sweeper is None:
             self.pool._watch(loop)
-        return waiter
-
-    def finish(self) -> None:
-        """The request is over (answered, failed or cancelled)."""
-        self.deadline = _NEVER
-        self.waiter = None
-
-    def response(self) -> UpstreamResponse:
+        try:
+            await waiter
+        finally:
+            self.deadline = _NEVER
+            self.waiter = None
         # join() hands back a lone chunk without copying it.
         return UpstreamResponse(self.parser.get_status_code(), self.headers, b"".join(self.body))
 
@@ -195,16 +190,10 @@ class UpstreamPool:
             self._heads[key] = start
         head = b"%sContent-Length: %d\r\n\r\n" % (start, len(body))
 
-        idle = self._take_idle()  # the usual case, without a coroutine
-        conn, reused = (idle, True) if idle is not None else await self._acquire()
+        conn, reused = await self._acquire()
         while True:
             try:
-                waiter = conn.send(head, body, self.read_timeout)
-                try:
-                    await waiter
-                finally:
-                    conn.finish()
-                response = conn.response()
+                response = await conn.roundtrip(head, body, self.read_timeout)
                 break
             except _PeerClosed as exc:
                 if reused and not exc.got_bytes and not self._closed:
@@ -260,20 +249,13 @@ class UpstreamPool:
                 conn.abort()
             await self._all_lost
 
-    def _take_idle(self) -> _Connection | None:
-        """The warmest idle connection (connection_lost removes dead ones), if any."""
-        if self._closed or not self._idle:
-            return None
-        conn = self._idle.pop()
-        conn.idle = False
-        return conn
-
     async def _acquire(self) -> tuple[_Connection, bool]:
         if self._closed:
             raise ServiceUnavailable(f"Pool for {self.where} is closed")
-        idle = self._take_idle()
-        if idle is not None:
-            return idle, True
+        if self._idle:  # connection_lost removes dead ones, so this one looked alive
+            conn = self._idle.pop()
+            conn.idle = False
+            return conn, True
         if self._open < self.max_connections:
             self._open += 1
             return await self._connect(), False
