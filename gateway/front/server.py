@@ -178,11 +178,6 @@ class Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._pending: deque[_Request] = deque()
         self._worker: asyncio.Task[None] | None = None
-        """Answers this connection's requests; lives while the connection is kept alive."""
-        self._idle: asyncio.Future[None] | None = None
-        """Set while the worker waits for the next request."""
-        self._answering = False
-        """A request is queued or being answered."""
         self._deadline = _NEVER
         """When the client's turn (head, body, idle) is up; the front's sweep enforces it."""
         self._stalled = _NEVER
@@ -258,7 +253,7 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool:
         """A client that half-closed after its request still gets the answer."""
         self._eof = True
-        return not self._lingering and (self._answering or bool(self._pending))
+        return not self._lingering and (self._worker is not None or bool(self._pending))
 
     def pause_writing(self) -> None:
         """The client does not read its answers: stop reading its requests until it does."""
@@ -313,7 +308,7 @@ class Connection(asyncio.Protocol):
         if (
             self._headers.get("expect", "").lower() == "100-continue"
             and self._transport
-            and not self._answering  # not amid the answers to earlier pipelined requests
+            and self._worker is None  # not amid the answers to earlier pipelined requests
         ):
             self._transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
@@ -357,11 +352,7 @@ class Connection(asyncio.Protocol):
         self._pending.append(request)
         if len(self._pending) >= MAX_PIPELINED and self._transport is not None:
             self._transport.pause_reading()
-        self._answering = True
-        if self._idle is not None:
-            self._idle.set_result(None)
-            self._idle = None
-        elif self._worker is None:
+        if self._worker is None:
             self._worker = self._loop.create_task(self._work())
 
     # deadlines
@@ -381,39 +372,29 @@ class Connection(asyncio.Protocol):
     # serving
 
     async def _work(self) -> None:
-        """Answer queued requests in order (HTTP/1.1 pipelining keeps replies ordered), then
-        wait for the next: one task per kept-alive connection, not one per request."""
-        transport = self._transport
-        assert transport is not None
-        while True:
-            while self._pending:
-                request = self._pending.popleft()
-                reply = await self._handle(request)
-                if self._write_paused:
-                    self._writable = self._loop.create_future()
-                    await self._writable
-                keep_alive = request.keep_alive and not self._front.closing
-                self._write(reply, keep_alive, request.method == b"HEAD")
-                if request.refusal is not None:
-                    self._linger()
-                    return self._done()
-                if not keep_alive:
-                    transport.close()
-                    return self._done()
-                if len(self._pending) < MAX_PIPELINED and not self._write_paused:
-                    transport.resume_reading()
-            self._answering = False
-            if self._eof and not self._lingering:
-                transport.close()
-                return self._done()
-            if not self._in_message and not self._lingering:
-                self._deadline = self._loop.time() + self._limits.keepalive_timeout
-            self._idle = self._loop.create_future()
-            await self._idle
-
-    def _done(self) -> None:
+        """Answer queued requests in order (HTTP/1.1 pipelining keeps replies ordered)."""
+        assert self._transport is not None
+        while self._pending:
+            request = self._pending.popleft()
+            reply = await self._handle(request)
+            if self._write_paused:
+                self._writable = self._loop.create_future()
+                await self._writable
+            keep_alive = request.keep_alive and not self._front.closing
+            self._write(reply, keep_alive, request.method == b"HEAD")
+            if request.refusal is not None:
+                self._linger()
+                break
+            if not keep_alive:
+                self._transport.close()
+                break
+            if len(self._pending) < MAX_PIPELINED and not self._write_paused:
+                self._transport.resume_reading()
         self._worker = None
-        self._answering = False
+        if self._eof and not self._lingering:
+            self._transport.close()
+        elif not self._in_message and not self._lingering:
+            self._deadline = self._loop.time() + self._limits.keepalive_timeout
 
     def _linger(self) -> None:
         """Half-close after a refusal and drain what the client still sends, for a while."""
@@ -430,7 +411,6 @@ class Connection(asyncio.Protocol):
         rid = new_request_id()
         REQUEST_ID.set(rid)
         CACHE_HIT.set(None)
-        MODEL.set("-")  # the connection's task outlives the request: forget the last model
         try:
             if request.refusal is not None:
                 raise request.refusal
@@ -521,7 +501,7 @@ class Connection(asyncio.Protocol):
             self._transport.writelines((head_bytes, reply.body))
 
     def close_when_idle(self) -> None:
-        if not self._answering and self._transport is not None:
+        if self._worker is None and self._transport is not None:
             self._transport.close()
 
     def abort(self) -> None:
