@@ -60,3 +60,8 @@ bench-fleet: install tools
 .PHONY: soak
 soak: install
 	SOAK_SECONDS=$${SOAK_SECONDS:-120} $(PY) bench/soak.py --json bench/results/soak.json
+
+# The per-core ceiling: one gateway process in front of an upstream that costs ~nothing.
+.PHONY: bench-ceiling
+bench-ceiling: install
+	$(PY) bench/ceiling.py

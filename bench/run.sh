@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make bench`: install the load generator and nginx if missing, then run bench/bench.py.
 # PROFILE=1 also records a py-spy profile of the gateway (bench/results/gateway.svg).
+# BENCH_DURATION=S (default 10) and BENCH_WARMUP=S (default 2) set each wrk run's length.
 # BENCH_AUTH=sigv4 (or bearer) runs the gateway with --auth-file and signs every request.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,4 +25,11 @@ if [ "${PROFILE:-0}" = 1 ] && [ ! -x .venv/bin/py-spy ]; then
 fi
 
 mkdir -p bench/results
-exec .venv/bin/python bench/bench.py "$@"
+# This checkout's code, whichever checkout the venv was installed from.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+.venv/bin/python bench/bench.py "$@"
+# BENCH_CEILING=0 skips the per-core ceiling (bench/ceiling.py, bench/results/ceiling.md).
+if [ "${BENCH_CEILING:-1}" = 1 ]; then
+  echo "bench: per-core ceiling (one gateway process, upstream = nginx return 200)"
+  .venv/bin/python bench/ceiling.py
+fi

@@ -38,15 +38,19 @@ def parse_count(text: str) -> int | None:
     return int(text)
 
 
+_JSON_KIND = BodyKind(JSON)
+_CSV_KIND = BodyKind(CSV)
+
+
 def parse_content_type(value: str | None, body_length: int) -> BodyKind:
-    if not value:
-        return BodyKind(JSON)
+    if not value or value == JSON:  # the usual case, without parsing or a new object
+        return _JSON_KIND
     mime, _, params = value.partition(";")
     mime = mime.strip().lower()
     if mime == JSON:
-        return BodyKind(JSON)
+        return _JSON_KIND
     if mime in (CSV, "text/plain"):
-        return BodyKind(CSV)
+        return _CSV_KIND
     if mime == BINARY:
         return BodyKind(BINARY, _header_size(params, body_length))
     raise ValidationError(

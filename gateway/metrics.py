@@ -10,11 +10,19 @@ count, so nothing carries a model label, except the opt-in top-N series
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
+from itertools import accumulate
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from gateway.loading.registry import ModelEntry
 from gateway.memory.base import MemorySnapshot
@@ -30,9 +38,9 @@ class Metrics:
         self, per_model: int = 0, entries: Callable[[], Iterable[ModelEntry]] = list
     ) -> None:
         r = self.registry = CollectorRegistry()
-        self.cache_hits = Counter(
-            "mme_model_cache_hits", "Requests whose model was already loaded.", registry=r
-        )
+        self.hot = _HotSeries(_LATENCY_BUCKETS)
+        r.register(self.hot)
+        self.cache_hits = self.hot.hits
         self.cache_misses = Counter(
             "mme_model_cache_misses", "Requests that had to wait for a load.", registry=r
         )
@@ -63,29 +71,65 @@ class Metrics:
         self.evictions = Counter(
             "mme_model_evictions", "Models evicted, by tier.", ["tier"], registry=r
         )
-        self.invocations = Counter(
-            "mme_invocations", "Invocations answered, by HTTP status.", ["code"], registry=r
-        )
-        self.latency = Histogram(
-            "mme_invocation_seconds",
-            "Invocation latency inside the gateway.",
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
         self.failed_loads = Counter("mme_model_load_failures", "Loads that failed.", registry=r)
         self.state = _StateCollector(per_model, entries)
         self.watch_disk = self.state.watch_disk
         self.record_memory = self.state.snapshots.__setitem__
         r.register(self.state)
-        self._by_code: dict[int, Callable[[], None]] = {}
 
     def invoked(self, status: int, seconds: float) -> None:
-        """Hot path: pre-bound label children, so a call is two increments."""
-        inc = self._by_code.get(status)
-        if inc is None:
-            inc = self._by_code[status] = self.invocations.labels(code=str(status)).inc
-        inc()
-        self.latency.observe(seconds)
+        """Hot path: an invocation answered; plain additions, turned into samples at scrape."""
+        hot = self.hot
+        hot.codes[status] = hot.codes.get(status, 0) + 1
+        hot.buckets[bisect_left(hot.bounds, seconds)] += 1
+        hot.seconds += seconds
+
+
+class _Tally:
+    """A counter the hot path bumps with one attribute addition (no lock, no label lookup)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self) -> None:
+        self.value += 1
+
+
+class _HotSeries(Collector):
+    """The series updated on every request, kept as plain numbers and exported at scrape
+    time: prometheus_client's Counter and Histogram take a lock and several calls each time.
+    All updates happen on the event loop; a scrape reads a consistent enough copy."""
+
+    def __init__(self, bounds: Iterable[float]) -> None:
+        self.hits = _Tally()
+        self.codes: dict[int, int] = {}
+        self.bounds = (*bounds, float("inf"))
+        self.buckets = [0] * len(self.bounds)
+        """Observations per bucket (not cumulative): bucket i holds bounds[i-1] < v <= bounds[i]."""
+        self.seconds = 0.0
+
+    def describe(self) -> Iterable[Metric]:
+        return []  # names are not checked for clashes: these are unique by construction
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "mme_model_cache_hits", "Requests whose model was already loaded.", self.hits.value
+        )
+        invocations = CounterMetricFamily(
+            "mme_invocations", "Invocations answered, by HTTP status.", labels=["code"]
+        )
+        for code, count in sorted(dict(self.codes).items()):
+            invocations.add_metric([str(code)], count)
+        yield invocations
+        cumulative = accumulate(list(self.buckets))
+        yield HistogramMetricFamily(
+            "mme_invocation_seconds",
+            "Invocation latency inside the gateway.",
+            buckets=[(_le(b), c) for b, c in zip(self.bounds, cumulative, strict=True)],
+            sum_value=self.seconds,
+        )
 
 
 class _StateCollector(Collector):
@@ -148,3 +192,8 @@ class _StateCollector(Collector):
             memory.add_metric([entry.ref.name], entry.memory_bytes)
         yield hits
         yield memory
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus_client writes it (``0.0005``, ``1.0``, ``+Inf``)."""
+    return str(floatToGoString(bound))  # type: ignore[no-untyped-call]

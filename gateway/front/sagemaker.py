@@ -8,9 +8,10 @@ and GET /ping.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -43,14 +44,16 @@ class Invoker:
     service: InferenceService
     variants: Variants
 
-    async def invoke(
+    def invoke(
         self,
         endpoint: str | None,
         headers: Mapping[str, str],
         body: bytes,
         rid: str,
         deadline: float,
-    ) -> Reply:
+    ) -> Coroutine[Any, Any, Reply]:
+        """Checks the request now (raising), and hands back the rest to await: one coroutine
+        frame less between the server and Triton on every request."""
         if endpoint is not None:
             check_endpoint_name(endpoint)
         target = headers.get(TARGET_MODEL)
@@ -60,7 +63,7 @@ class Invoker:
             )
         variant = self.variants.choose(headers.get("x-amzn-sagemaker-target-variant"))
         ref = self.variants.ref(resolve_target(target), variant)
-        return await self.invoke_ref(ref, headers, body, rid, deadline, variant.name)
+        return self.invoke_ref(ref, headers, body, rid, deadline, variant.name)
 
     async def invoke_ref(
         self,

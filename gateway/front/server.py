@@ -14,10 +14,11 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Any
 
 import httptools
 
@@ -433,9 +434,9 @@ class Connection(asyncio.Protocol):
     ) -> Reply:
         try:
             if kind and request.method == b"POST" and self._front.serves_hot:
-                reply = await self._hot_route(path, kind, request, rid)
-                if reply is not None:
-                    return reply
+                pending = self._hot_route(path, kind, request, rid)
+                if pending is not None:
+                    return await pending
             method = request.method.decode("latin-1")
             route = self._hot.router.match(method, path)
             if route is None or not route.scopes & self._front.scopes:
@@ -447,7 +448,11 @@ class Connection(asyncio.Protocol):
             log.exception("request %s failed", rid)
             return error_reply(path, internal_failure(rid), rid)
 
-    async def _hot_route(self, path: str, kind: int, request: _Request, rid: str) -> Reply | None:
+    def _hot_route(
+        self, path: str, kind: int, request: _Request, rid: str
+    ) -> Coroutine[Any, Any, Reply] | None:
+        """The answer to await for a hot route, checked and authorised now; None if it is
+        not one. Not a coroutine itself: one frame less on every request."""
         hot = self._hot
         if kind == SAGEMAKER:
             target = request.headers.get("x-amzn-sagemaker-target-model")
@@ -455,7 +460,7 @@ class Connection(asyncio.Protocol):
             if hot.auth is not None:
                 hot.auth.authorize(*_signed(request), sagemaker_targets(target))
             endpoint = None if path == "/invocations" else path[11:-12]
-            return await hot.invoker.invoke(
+            return hot.invoker.invoke(
                 endpoint, request.headers, request.body, rid, request.deadline
             )
         if kind == KSERVE:
@@ -464,7 +469,7 @@ class Connection(asyncio.Protocol):
             if hot.auth is not None:
                 principal = hot.auth.authorize(*_signed(request), kserve_targets(name))
                 name = principal.kserve_name(name)
-            return await kserve_v2.infer(
+            return kserve_v2.infer(
                 hot.service, name, version, request.headers, request.body, request.deadline
             )
         return None
@@ -485,13 +490,11 @@ class Connection(asyncio.Protocol):
 
     def _write(self, reply: Reply, keep_alive: bool, head: bool) -> None:
         assert self._transport is not None
-        lines = [_STATUS.get(reply.status) or f"HTTP/1.1 {reply.status} Unknown\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in reply.headers.items())
-        lines.append(f"Content-Length: {len(reply.body)}\r\n")
-        if not keep_alive:
-            lines.append("Connection: close\r\n")
-        lines.append("\r\n")
-        head_bytes = "".join(lines).encode("latin-1")
+        status = _STATUS.get(reply.status) or f"HTTP/1.1 {reply.status} Unknown\r\n"
+        fields = "".join([f"{name}: {value}\r\n" for name, value in reply.headers.items()])
+        close = "" if keep_alive else "Connection: close\r\n"
+        text = f"{status}{fields}Content-Length: {len(reply.body)}\r\n{close}\r\n"
+        head_bytes = text.encode("latin-1")
         if head or not reply.body:
             self._transport.write(head_bytes)
         elif len(reply.body) <= 16384:
