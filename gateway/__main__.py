@@ -64,7 +64,8 @@ def serve(argv: Sequence[str]) -> None:
     setup_logging(settings.log_level, settings.log_format)
 
     def announce(message: str) -> None:
-        print(message + (_examples(settings) if settings.print_examples else ""), flush=True)
+        ready = settings.print_examples and "Running on" in message  # once, after the last line
+        print(message + (_examples(settings) if ready else ""), flush=True)
 
     uvloop.run(run(settings, announce))
 
