@@ -16,12 +16,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import orjson
 
+from gateway.background import Background
 from gateway.errors import GatewayError, InsufficientMemory
 from gateway.settings import Settings
 from gateway.triton.repository import ModelView
@@ -86,16 +86,13 @@ class Autoscaler:
         self._sums: dict[str, float] = {}
         self._stats: dict[str, tuple[int, int, int]] = {}
         self._queue_per_request: dict[str, float] = {}
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background("autoscaler")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="autoscaler")
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()
 
     async def _run(self) -> None:
         pause = self._settings.autoscale_interval / SAMPLES_PER_DECISION

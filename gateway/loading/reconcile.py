@@ -17,6 +17,7 @@ import asyncio
 import logging
 from contextlib import suppress
 
+from gateway.background import Background
 from gateway.errors import GatewayError
 from gateway.loading.autoscale import limits
 from gateway.loading.capacity import Capacity
@@ -48,16 +49,13 @@ class Reconciler:
         self._capacity = capacity
         self._loader = loader
         self._policy = policy
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background("reconciler")
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="reconciler")
+        self._background.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()
 
     async def _run(self) -> None:
         while True:

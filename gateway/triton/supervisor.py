@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from pathlib import Path
 
+from gateway.background import Background
 from gateway.errors import GatewayError
 from gateway.settings import Settings
 from gateway.triton.embedded import EmbeddedRuntime
@@ -201,11 +202,11 @@ class ExternalWatch:
         self.health = health
         self._on_down = on_down
         self._on_up = on_up
-        self._task: asyncio.Task[None] | None = None
+        self._background = Background("triton-liveness")
 
     def start(self) -> None:
         self.health.up = True
-        self._task = asyncio.create_task(self._run(), name="triton-liveness")
+        self._background.start(self._run())
 
     async def _run(self) -> None:
         while True:
@@ -219,10 +220,7 @@ class ExternalWatch:
             self._on_up()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
+        await self._background.stop()
         await self._probe.close()
 
 

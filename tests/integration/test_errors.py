@@ -7,12 +7,11 @@ import os
 import signal
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import runtime_client
-from tests.servers import Gateway, StandaloneTriton
+from tests.servers import Gateway, StandaloneTriton, group_members
 
 GOOD = json.dumps(
     {"inputs": [{"name": "INPUT0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
@@ -161,7 +160,7 @@ def test_embedded_triton_is_restarted_after_a_crash(tmp_path, s3_store, s3_endpo
         _assert_healthy(gateway)  # Triton forgot the model; it is loaded again on demand
         assert "tritonserver exited" in gateway.log()
         # The crashed server's Python-backend stubs were ended with it, not left behind.
-        assert _live_group_members(first) == []
+        assert group_members(first) == []
     finally:
         gateway.stop()
 
@@ -200,20 +199,6 @@ def test_external_triton_down_is_service_unavailable_then_recovers(tmp_path, s3_
     finally:
         gateway.stop()
         triton.stop()
-
-
-def _live_group_members(pgid: int) -> list[int]:
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
 
 
 def _wait_for(condition, timeout: float = 30) -> None:

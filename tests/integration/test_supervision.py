@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import ROOT, Gateway
+from tests.servers import ROOT, Gateway, group_members
 
 MODELS = ROOT / "tests" / "models"
 pytestmark = pytest.mark.timeout(240)
@@ -125,21 +125,6 @@ class Clients:
         self._stop.set()
         for thread in self._threads:
             thread.join(60)
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (not zombie) processes of a process group, from /proc."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            members.append(int(entry.name))
-    return members
 
 
 def triton_processes(cache_dir: Path) -> list[int]:

@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -99,7 +100,13 @@ def _fake_triton_group(tmp_path: Path) -> subprocess.Popen[bytes]:
     binary = tmp_path / "tritonserver"
     shutil.copy(shutil.which("sleep") or "/bin/sleep", binary)
     script = f"{binary} 300 & exec {binary} 300"
-    return subprocess.Popen(["sh", "-c", script], start_new_session=True)
+    proc = subprocess.Popen(["sh", "-c", script], start_new_session=True)
+    comm = Path(f"/proc/{proc.pid}/comm")
+    deadline = time.monotonic() + 10
+    while comm.read_text().strip() != "tritonserver":  # until sh has exec'd it
+        assert time.monotonic() < deadline, "the fake tritonserver did not start"
+        time.sleep(0.01)
+    return proc
 
 
 def _group_alive(pgid: int) -> bool:
