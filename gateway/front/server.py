@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Coroutine, Iterable
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http import HTTPStatus
 from typing import Any
 
@@ -66,15 +66,16 @@ _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """What one client may hold of the front: sizes, time and connections."""
+    """What one client may hold of the front: sizes, time and connections (the defaults, and
+    their documentation, are the Settings fields of the same names)."""
 
-    max_request_line: int = 8192
-    max_header_size: int = 32768
-    max_header_count: int = 100
-    header_timeout: float = 10.0
-    body_timeout: float = 60.0
-    keepalive_timeout: float = 75.0
-    max_connections: int = 10_000
+    max_request_line: int
+    max_header_size: int
+    max_header_count: int
+    header_timeout: float
+    body_timeout: float
+    keepalive_timeout: float
+    max_connections: int
 
     @classmethod
     def of(cls, settings: Settings) -> Limits:
@@ -106,7 +107,7 @@ class Hot:
     ready_timeout: float
     metrics: Metrics
     access_log: AccessLog | None
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=lambda: Limits.of(Settings()))
     router: Router = ROUTER
     auth: Authorizer | None = None
     """The access check (--auth-file), or None."""

@@ -72,7 +72,7 @@ async def _serving(limits: Limits) -> AsyncIterator[tuple[FrontServer, int]]:
 
 @pytest.fixture
 async def front():
-    async with _serving(Limits()) as serving:
+    async with _serving(Limits.of(Settings())) as serving:
         yield serving
 
 
@@ -182,7 +182,7 @@ async def test_server_unexpected_error_is_internal_failure_with_request_id(front
 
 
 async def test_server_connections_over_the_cap_are_closed_and_the_loop_goes_on():
-    async with _serving(Limits(max_connections=2)) as (server, port):
+    async with _serving(Limits.of(Settings(max_connections=2))) as (server, port):
         held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         assert await asyncio.wait_for(reader.read(), 5) == b""  # closed at once, no answer

@@ -100,18 +100,24 @@ def archive(archives: dict[str, Path]) -> bytes:
     return archives["add_one"].read_bytes()
 
 
+def _behind(proxy: FaultProxy, s3_store: str, cache: Path, *args: str) -> Gateway:
+    """A gateway whose S3 traffic goes through the fault proxy."""
+    gateway = Gateway(store=s3_store, cache_dir=cache / "cache", args=list(args))
+    gateway.env = {**AWS_ENV, "AWS_ENDPOINT_URL_S3": proxy.url}
+    return gateway.start()
+
+
 @pytest.fixture(scope="module")
 def faulty_gateway(
     tmp_path_factory: pytest.TempPathFactory, s3_store: str, proxy: FaultProxy
 ) -> Iterator[Gateway]:
-    """A gateway whose S3 traffic goes through the fault proxy."""
-    gateway = Gateway(
-        store=s3_store,
-        cache_dir=tmp_path_factory.mktemp("faultgw") / "cache",
-        args=["--max-model-size", "64MiB", "--download-stall-timeout", "10"],
+    gateway = _behind(
+        proxy,
+        s3_store,
+        tmp_path_factory.mktemp("faultgw"),
+        *("--max-model-size", "64MiB", "--download-stall-timeout", "10"),
     )
-    gateway.env = {**AWS_ENV, "AWS_ENDPOINT_URL_S3": proxy.url}
-    yield gateway.start()
+    yield gateway
     gateway.stop()
 
 
@@ -263,13 +269,13 @@ def impatient_gateway(
     tmp_path_factory: pytest.TempPathFactory, s3_store: str, proxy: FaultProxy
 ) -> Iterator[Gateway]:
     """Behind the fault proxy, with a 3 s load timeout and a 0.5 s stall timeout."""
-    gateway = Gateway(
-        store=s3_store,
-        cache_dir=tmp_path_factory.mktemp("impatient") / "cache",
-        args=["--model-load-timeout", "3", "--download-stall-timeout", "0.5"],
+    gateway = _behind(
+        proxy,
+        s3_store,
+        tmp_path_factory.mktemp("impatient"),
+        *("--model-load-timeout", "3", "--download-stall-timeout", "0.5"),
     )
-    gateway.env = {**AWS_ENV, "AWS_ENDPOINT_URL_S3": proxy.url}
-    yield gateway.start()
+    yield gateway
     gateway.stop()
 
 
