@@ -9,7 +9,10 @@ preloads, invokes and deletes models by name. Faults come on a schedule:
 - Triton SIGKILL, and Triton SIGSTOP (a hang; the liveness timeout is SOAK_LIVENESS_S);
 - S3 5xx bursts and bodies cut short, through ``tests/faultproxy.py`` in front of a moto
   server, when that module exists (otherwise the store is a local folder and those faults
-  are reported "not run"); ENOSPC is not injected here ("not run").
+  are reported "not run");
+- ENOSPC: the model repository is a small tmpfs (where mounting is allowed; otherwise "not
+  run"), filled up while a model never loaded before is requested: it must be answered 507
+  with nothing left in .incoming, and load once the space is back.
 
 After each fault the time to recover is measured: a new Triton and the hottest model
 answering correctly (Triton faults), or a model never loaded before answering (S3 faults).
@@ -30,6 +33,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -48,6 +52,8 @@ from tests.servers import Gateway, free_port  # noqa: E402
 MiB = 1 << 20
 KILL_AIM_S = 10.0
 HANG_MARGIN_S = 10.0
+ENOSPC_AIM_S = 30.0
+"""After a full disk: answered 507, nothing left behind, and the model loads once there is room."""
 CLIENT_TIMEOUT_S = 60.0
 BUCKET, PREFIX = "models", "soak/"
 LOG = ROOT / "bench" / "results" / "soak-gateway.log"
@@ -310,13 +316,19 @@ class Fault:
     injected: float = 0.0
     recovered_s: float | None = None
     note: str = ""
+    answered: str = ""
+    """What the fault's own probe was answered (ENOSPC: status and leftovers)."""
 
 
 class Soak:
-    def __init__(self, config: Config, gateway: Gateway, proxy: Any | None) -> None:
+    def __init__(
+        self, config: Config, gateway: Gateway, proxy: Any | None, models_fs: Path | None
+    ) -> None:
         self.config = config
         self.gateway = gateway
         self.proxy = proxy
+        self.models_fs = models_fs
+        """The model repository when it is a size-limited filesystem of its own."""
         self.probe = Client(gateway.port)
         self.next_cold = config.models  # probe models m{models}.. are never used by clients
 
@@ -373,7 +385,28 @@ class Soak:
         elif fault.name == "S3 body cut short":
             self.s3_fault(fault, lambda: self.proxy.cut_next(2, after_bytes=512))
         else:
-            fault.note = "not run (ENOSPC needs a size-limited cache folder)"
+            self.disk_fault(fault)
+
+    def disk_fault(self, fault: Fault) -> None:
+        """Fill the repository's filesystem, ask for a model never loaded: 507 and nothing
+        left behind; then free the space and wait for that model to load."""
+        if self.models_fs is None:
+            fault.note = "not run (mounting a tmpfs is not allowed here)"
+            return
+        model = self.next_cold
+        self.next_cold += 1
+        filler = self.models_fs / "filler"
+        fault.injected = time.monotonic()
+        with filler.open("wb") as out, contextlib.suppress(OSError):
+            while True:  # until the filesystem is full (ENOSPC)
+                out.write(b"\0" * (1 << 20))
+                out.flush()
+        status, _ = self.probe.sagemaker(model, 1.0)
+        leftovers = list((self.models_fs / ".incoming").glob("*"))
+        filler.unlink()
+        fault.answered = f"{status}, {len(leftovers)} left in .incoming"
+        if status == 507 and not leftovers and self.wait(lambda: self.healthy(model), 60):
+            fault.recovered_s = time.monotonic() - fault.injected
 
 
 def schedule(config: Config) -> list[Fault]:
@@ -382,7 +415,7 @@ def schedule(config: Config) -> list[Fault]:
         Fault("triton SIGSTOP (hang)", 0.35, config.liveness_s + HANG_MARGIN_S),
         Fault("S3 5xx burst", 0.70, None),
         Fault("S3 body cut short", 0.80, None),
-        Fault("ENOSPC during extraction", 0.90, None),
+        Fault("ENOSPC during extraction", 0.90, ENOSPC_AIM_S),
     ]
 
 
@@ -459,8 +492,24 @@ def start_gateway(config: Config, work: Path, store: str, env: dict[str, str]) -
     return gateway.start()
 
 
-def drive(config: Config, gateway: Gateway, proxy: Any | None) -> dict[str, Any]:
-    soak = Soak(config, gateway, proxy)
+@contextlib.contextmanager
+def small_filesystem(folder: Path, size_mib: int = 64) -> Iterator[Path | None]:
+    """``folder`` as a tmpfs of its own, so it can be filled up (ENOSPC); None where mounting
+    is not allowed (not root, or no CAP_SYS_ADMIN)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    mount = ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(folder)]
+    mounted = subprocess.run(mount, capture_output=True, check=False).returncode == 0
+    try:
+        yield folder if mounted else None
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+
+
+def drive(
+    config: Config, gateway: Gateway, proxy: Any | None, models_fs: Path | None
+) -> dict[str, Any]:
+    soak = Soak(config, gateway, proxy, models_fs)
     for model in range(6):  # warm up: the head of the distribution, pools open
         soak.wait(lambda m=model: soak.healthy(m), 60)
     assert gateway.proc is not None
@@ -507,9 +556,10 @@ def drive(config: Config, gateway: Gateway, proxy: Any | None) -> dict[str, Any]
 def _recovery(fault: Fault) -> str:
     if fault.note:
         return fault.note
+    answered = f" (answered {fault.answered})" if fault.answered else ""
     if fault.recovered_s is None:
-        return "NOT recovered"
-    return f"recovered in {fault.recovered_s:.1f} s"
+        return "NOT recovered" + answered
+    return f"recovered in {fault.recovered_s:.1f} s" + answered
 
 
 def stop_gateway(gateway: Gateway, cache_dir: Path) -> tuple[float, int, list[int]]:
@@ -589,9 +639,10 @@ def main() -> int:
             else:
                 store, env, proxy, kind = str(archives), {}, None, "local folder"
             print(f"soak: {config.seconds:.0f} s against a {kind} store", flush=True)
+            models_fs = stack.enter_context(small_filesystem(work / "cache" / "models"))
             gateway = start_gateway(config, work, store, env)
             try:
-                result = drive(config, gateway, proxy)
+                result = drive(config, gateway, proxy, models_fs)
             finally:
                 result_stop = stop_gateway(gateway, work / "cache")
                 LOG.parent.mkdir(parents=True, exist_ok=True)

@@ -1,9 +1,9 @@
 """The chaos soak, short: ``bench/soak.py`` for about 20 s (``make soak`` runs it longer).
 
 A real gateway with its embedded Triton, a Zipf working set larger than its memory budget,
-three fronts, management calls, Triton SIGKILL and SIGSTOP; S3 faults when
-``tests/faultproxy.py`` exists. Every aim must pass: no wrong answer, recovery in time,
-RSS and file descriptors flat, nothing left running.
+three fronts, management calls, Triton SIGKILL and SIGSTOP, S3 faults through
+``tests/faultproxy.py``, and a full disk where a tmpfs can be mounted. Every aim must pass:
+no wrong answer, recovery in time, RSS and file descriptors flat, nothing left running.
 """
 
 from __future__ import annotations
