@@ -47,7 +47,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.servers import Gateway, free_port  # noqa: E402
+from tests.servers import Gateway, free_port, triton_processes  # noqa: E402
 
 MiB = 1 << 20
 KILL_AIM_S = 10.0
@@ -440,24 +440,6 @@ def settled_fds(pid: int) -> tuple[int, int]:
             return now
         last = now
     return last
-
-
-def triton_processes(cache_dir: Path) -> list[int]:
-    """tritonserver and Python-backend stubs still serving this soak's cache folder."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        ours = comm.startswith(("tritonserver", "triton_python_b")) and str(cache_dir) in cmdline
-        if state != "Z" and ours:
-            found.append(int(entry.name))
-    return found
 
 
 def evictions(port: int) -> int:

@@ -183,3 +183,25 @@ def group_members(pgid: int) -> list[int]:
         if int(fields[2]) == pgid and fields[0] != "Z":
             members.append(int(entry.name))
     return members
+
+
+def triton_processes(cache_dir: Path) -> list[int]:
+    """tritonserver and stub processes serving this gateway's model repository."""
+    repository = str((cache_dir / "models").resolve())
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state == "Z":
+            continue
+        server = comm == "tritonserver" and repository in cmdline
+        stub = comm.startswith("triton_python_b") and str(cache_dir) in cmdline
+        if server or stub:
+            found.append(int(entry.name))
+    return found

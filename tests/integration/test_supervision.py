@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.servers import ROOT, Gateway, group_members
+from tests.servers import ROOT, Gateway, group_members, triton_processes
 
 MODELS = ROOT / "tests" / "models"
 pytestmark = pytest.mark.timeout(240)
@@ -125,28 +125,6 @@ class Clients:
         self._stop.set()
         for thread in self._threads:
             thread.join(60)
-
-
-def triton_processes(cache_dir: Path) -> list[int]:
-    """tritonserver and stub processes serving this gateway's model repository."""
-    repository = str((cache_dir / "models").resolve())
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if state == "Z":
-            continue
-        server = comm == "tritonserver" and repository in cmdline
-        stub = comm.startswith("triton_python_b") and str(cache_dir) in cmdline
-        if server or stub:
-            found.append(int(entry.name))
-    return found
 
 
 def test_triton_sigkill_under_load_recovers_and_reloads_hot_models(tmp_path):
