@@ -23,6 +23,7 @@ from gateway.front.replies import Reply
 from gateway.inference import InferenceService
 from gateway.keys import SERVICE, SETTINGS, UPSTREAM
 from gateway.resolve import ModelRef, resolve_kserve_name
+from gateway.triton.answer import show_as
 from gateway.triton.upstream import UpstreamResponse
 
 _PASSED_HEADERS = ("Content-Type", codecs.HEADER_LENGTH, "Content-Encoding", "Accept-Encoding")
@@ -52,11 +53,15 @@ async def infer(
     headers: Mapping[str, str],
     body: bytes,
     deadline: float,
+    public_name: str,
 ) -> Reply:
-    """Transport-free infer: the body passes through; Triton's answer comes back as it is."""
+    """Transport-free infer: the body passes through, and so does Triton's answer, with the
+    model shown as ``public_name`` (the name in the URL)."""
     ref = resolve_kserve_name(name)
     forwarded = {h: headers[h.lower()] for h in _PASSED_HEADERS if h.lower() in headers}
     _, response = await service.invoke(ref, body, forwarded, deadline, version)
+    if response.status == 200:
+        show_as(response, ref.triton_name, public_name)
     return _reply(response)
 
 

@@ -75,7 +75,9 @@ async def invoke(request: web.Request) -> web.Response:
     invoker = Invoker(settings, request.app[SERVICE], request.app[VARIANTS])
     rid = request.headers.get("x-amzn-RequestId", "")
     body = await request.read()
-    reply = await invoker.invoke_ref(ref, headers, body, rid, deadline, settings.variant_name)
+    reply = await invoker.invoke_ref(
+        ref, headers, body, rid, deadline, settings.variant_name, named.name
+    )
     return to_response(reply)
 
 

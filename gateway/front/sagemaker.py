@@ -24,6 +24,7 @@ from gateway.inference import BodyBuilder, InferenceService
 from gateway.keys import TRITON_HEALTH, UPSTREAM
 from gateway.resolve import ModelRef, check_endpoint_name, resolve_target
 from gateway.settings import Settings
+from gateway.triton.answer import show_as
 from gateway.triton.errors import infer_error
 from gateway.triton.upstream import UpstreamResponse
 from gateway.variants import Variants
@@ -63,7 +64,7 @@ class Invoker:
             )
         variant = self.variants.choose(headers.get("x-amzn-sagemaker-target-variant"))
         ref = self.variants.ref(resolve_target(target), variant)
-        return self.invoke_ref(ref, headers, body, rid, deadline, variant.name)
+        return self.invoke_ref(ref, headers, body, rid, deadline, variant.name, target)
 
     async def invoke_ref(
         self,
@@ -73,7 +74,9 @@ class Invoker:
         rid: str,
         deadline: float,
         variant: str,
+        public_name: str,
     ) -> Reply:
+        """``public_name``: what the client named the model by, which the answer shows."""
         kind = codecs.parse_content_type(headers.get("content-type"), len(body))
         if len(body) <= OFF_LOOP_BYTES:
             payload = _payload(kind, body)
@@ -82,6 +85,7 @@ class Invoker:
         _, response = await self.service.invoke(ref, payload, _upstream_headers(kind), deadline)
         if response.status != 200:
             raise infer_error(ref.name, response.status, response.body)
+        show_as(response, ref.triton_name, public_name)
         accept = headers.get("accept")
         if len(response.body) <= OFF_LOOP_BYTES or kind.mime != codecs.CSV:
             answer, content_type = _answer(kind, accept, response)

@@ -465,13 +465,14 @@ class Connection(asyncio.Protocol):
                 endpoint, request.headers, request.body, rid, request.deadline
             )
         if kind == KSERVE:
-            name, version = _kserve_target(path[11:-6])
-            MODEL.set(name)
+            asked, version = _kserve_target(path[11:-6])
+            MODEL.set(asked)
+            name = asked
             if hot.auth is not None:
-                principal = hot.auth.authorize(*_signed(request), kserve_targets(name))
-                name = principal.kserve_name(name)
+                principal = hot.auth.authorize(*_signed(request), kserve_targets(asked))
+                name = principal.kserve_name(asked)
             return kserve_v2.infer(
-                hot.service, name, version, request.headers, request.body, request.deadline
+                hot.service, name, version, request.headers, request.body, request.deadline, asked
             )
         return None
 

@@ -117,6 +117,7 @@ class ModelEntry:
         return {
             "name": self.ref.name,
             "tritonName": self.ref.triton_name,
+            "variant": self.ref.variant,
             "state": self.state.value,
             "inFlight": self.pins,
             "hits": self.hits,

@@ -23,6 +23,7 @@ def test_tritonclient_infer_json_and_binary(client, name, binary):
     outputs = [httpclient.InferRequestedOutput("OUTPUT0", binary_data=binary)]
     result = client.infer(name, inputs, outputs=outputs)
     np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), values + 1)
+    assert result.get_response()["model_name"] == name  # the name in the URL
 
 
 def test_tritonclient_health_and_metadata(client):

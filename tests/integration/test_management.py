@@ -95,6 +95,7 @@ def test_management_preload_list_invoke_delete_cycle(tmp_path, setup):
             base + "/models/first/invoke", "POST", BODY, {"Content-Type": "application/json"}
         )
         assert status == 200 and json.loads(body)["outputs"][0]["data"] == [2.0, 3.0]
+        assert json.loads(body)["model_name"] == "first"  # the management name
         _invoke_binary(base + "/models/second/invoke")
 
         status, _, body = _call(base + "/admin/models")

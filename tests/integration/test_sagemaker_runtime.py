@@ -51,6 +51,7 @@ def test_invoke_endpoint_json_cold_model(request, gateway_name):
     )  # fmt: skip
     answer = json.loads(response["Body"].read())
     assert answer["outputs"][0]["data"] == [2.0, 3.0, 4.0]
+    assert answer["model_name"] == "add_one.tar.gz"  # the target, not Triton's folder name
     assert response["ContentType"] == "application/json"
     assert response["InvokedProductionVariant"] == "AllTraffic"
     assert response["CustomAttributes"] == "trace=abc"
@@ -68,7 +69,8 @@ def test_invoke_endpoint_binary_tensors(request, gateway_name):
     assert out_type.startswith("application/vnd.sagemaker-triton.binary+json;json-header-size=")
     size = int(out_type.rsplit("=", 1)[1])
     payload = response["Body"].read()
-    header = json.loads(payload[:size])
+    header = json.loads(payload[:size])  # the header's length moved with the renamed model
+    assert header["model_name"] == "add_one.tar.gz"
     assert header["outputs"][0]["shape"] == [2, 3]
     result = np.frombuffer(payload[size:], dtype=np.float32).reshape(2, 3)
     np.testing.assert_array_equal(result, values + 1)
