@@ -12,13 +12,31 @@ RUN_DIR := .run
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml setup.py Makefile
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q --upgrade pip 'setuptools>=68' wheel
 	$(PY) -m pip install -q -e '.[embedded,test,plot]'
 	touch $(STAMP)
 
+# The request path compiled with mypyc (setup.py lists the modules) into a copy of the package
+# under build/compiled: `make run` and `make bench` serve it (PYTHONPATH), the source tree
+# stays pure Python, and `make test` checks both.
+COMPILED := build/compiled
+SOURCES := $(shell find gateway -name '*.py') setup.py pyproject.toml
+
+.PHONY: compiled
+compiled: $(COMPILED)/.built
+
+$(COMPILED)/.built: $(STAMP) $(SOURCES)
+	rm -rf build && mkdir -p build
+	MME_COMPILE=1 $(PY) -m pip install --no-deps --no-build-isolation --target $(COMPILED) . \
+	  > build/compile.log 2>&1 || { tail -20 build/compile.log; rm -rf $(COMPILED); exit 1; }
+	touch $@
+
+# Without a C compiler, `make run` serves the pure-Python build (and says so).
 run: store
+	@$(MAKE) --no-print-directory compiled || echo "run: mypyc build failed: serving pure Python"
+	PYTHONPATH=$$(test -f $(COMPILED)/.built && echo $(COMPILED)) \
 	$(VENV)/bin/mme-gateway serve --host $(HOST) --port $(PORT) \
 	  --model-store $(RUN_DIR)/store --cache-dir $(RUN_DIR)/cache --print-examples
 
@@ -26,8 +44,17 @@ run: store
 tools:
 	@command -v haproxy >/dev/null || (apt-get update -qq && apt-get install -y -qq haproxy)
 
-test: install tools
+# Every test on the source tree (pure Python), then the request path's tests on the compiled
+# build: the unit tests of the compiled modules and the gateway end to end.
+COMPILED_TESTS := tests/front tests/triton tests/auth tests/loading tests/test_build.py \
+  tests/test_codecs.py tests/test_metrics.py tests/test_resolve.py tests/test_variants.py \
+  tests/integration/test_sagemaker_runtime.py tests/integration/test_kserve_v2.py \
+  tests/integration/test_access_control.py tests/integration/test_errors.py
+
+test: install tools compiled
 	$(VENV)/bin/pytest
+	MME_EXPECT_BUILD=compiled PYTHONPATH=$(COMPILED) \
+	  $(VENV)/bin/pytest --import-mode=append -p no:cacheprovider $(COMPILED_TESTS)
 
 check: install
 	$(VENV)/bin/ruff format --check gateway tests
@@ -46,7 +73,7 @@ bench: install
 	bash bench/run.sh
 
 clean:
-	rm -rf $(VENV) $(RUN_DIR)
+	rm -rf $(VENV) $(RUN_DIR) build
 
 .PHONY: bench-patterns
 bench-patterns: install

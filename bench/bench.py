@@ -672,6 +672,13 @@ def top_frames(collapsed: Path, n: int = 10) -> str:
 # --- report -------------------------------------------------------------------------------
 
 
+def _request_path() -> str:
+    """The gateway build these runs serve (the gateway inherits this PYTHONPATH)."""
+    from gateway.build import hot_path
+
+    return "compiled (mypyc)" if hot_path() == "compiled" else "pure Python"
+
+
 def machine_facts(facts: dict[str, str]) -> dict[str, str]:
     cpu = "?"
     with contextlib.suppress(OSError):
@@ -697,6 +704,7 @@ def machine_facts(facts: dict[str, str]) -> dict[str, str]:
         "wrk": cmd("wrk", "-v").split(" [")[0],
         "nginx": cmd(nginx, "-v").replace("nginx version: ", ""),
         "commit": cmd("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"),
+        "request path": _request_path(),
         "load average": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "memory": f"{os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2**30:.1f} GiB",
     }

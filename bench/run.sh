@@ -3,6 +3,7 @@
 # PROFILE=1 also records a py-spy profile of the gateway (bench/results/gateway.svg).
 # BENCH_DURATION=S (default 10) and BENCH_WARMUP=S (default 2) set each wrk run's length.
 # BENCH_AUTH=sigv4 (or bearer) runs the gateway with --auth-file and signs every request.
+# BENCH_BUILD=python benchmarks the pure-Python request path instead of the compiled one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,8 +26,13 @@ if [ "${PROFILE:-0}" = 1 ] && [ ! -x .venv/bin/py-spy ]; then
 fi
 
 mkdir -p bench/results
-# This checkout's code, whichever checkout the venv was installed from.
+# This checkout's code, whichever checkout the venv was installed from: the mypyc-compiled
+# build (`make compiled`, what `make run` serves) unless BENCH_BUILD=python.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+if [ "${BENCH_BUILD:-compiled}" = compiled ]; then
+  make --no-print-directory compiled
+  export PYTHONPATH="$PWD/build/compiled:$PYTHONPATH"
+fi
 .venv/bin/python bench/bench.py "$@"
 # BENCH_CEILING=0 skips the per-core ceiling (bench/ceiling.py, bench/results/ceiling.md).
 if [ "${BENCH_CEILING:-1}" = 1 ]; then

@@ -146,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             port = args.port + i
             base = 18000 + 10 * i
             cmd = [
-                sys.executable, "-m", "gateway", "serve", "--port", str(port),
+                sys.executable, "-P", "-m", "gateway", "serve", "--port", str(port),
                 "--model-store", args.store, "--cache-dir", str(workdir / f"gw{i}"),
                 "--triton-http-port", str(base), "--triton-grpc-port", str(base + 1),
                 "--triton-metrics-port", str(base + 2), "--no-access-log",

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from gateway.auth import Authorizer
+from gateway.build import hot_path
 from gateway.errors import GatewayError
 from gateway.front import kserve_v2, management, ops, routes, sagemaker
 from gateway.front.middleware import errors
@@ -262,6 +263,7 @@ def create_app(settings: Settings) -> web.Application:
     policy = app[POLICY] = make_policy(settings.eviction_policy)
     registry = app[REGISTRY] = Registry(on_hit=policy.record_hit)
     app[METRICS] = Metrics(settings.per_model_metrics, registry.entries)
+    app[METRICS].build_info.labels(hot_path=hot_path()).set(1)
     if settings.auth_file is not None:
         app[AUTH] = Authorizer(settings.auth_file)
     app.cleanup_ctx.extend([triton_ctx, memory_ctx, store_ctx, loader_ctx])
@@ -342,6 +344,7 @@ async def _listen(
         )
         port = servers[1].sockets[0].getsockname()[1]
         announce(f"admin routes on http://{settings.admin_host}:{port}")
+    announce(f"request path: {hot_path()}")
     announce(f"======== Running on http://{settings.host}:{settings.port} ========")
     if hot.auth is not None:
         loop.add_signal_handler(signal.SIGHUP, hot.auth.reload)

@@ -14,7 +14,13 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from itertools import accumulate
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, disable_created_metrics
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -72,6 +78,12 @@ class Metrics:
             "mme_model_evictions", "Models evicted, by tier.", ["tier"], registry=r
         )
         self.failed_loads = Counter("mme_model_load_failures", "Loads that failed.", registry=r)
+        self.build_info = Gauge(
+            "mme_gateway_build_info",
+            "1, labelled with the build of the request path: compiled (mypyc) or python.",
+            ["hot_path"],
+            registry=r,
+        )
         self.state = _StateCollector(per_model, entries)
         self.watch_disk = self.state.watch_disk
         self.record_memory = self.state.snapshots.__setitem__

@@ -82,7 +82,7 @@ class Gateway:
     def start(self, timeout: float = 90) -> Gateway:
         http, grpc, metrics = self.triton_ports
         cmd = [
-            sys.executable, "-m", "gateway", "serve",
+            sys.executable, "-P", "-m", "gateway", "serve",
             "--port", str(self.port),
             "--admin-port", str(self.admin_port),
             "--model-store", self.store,

@@ -117,12 +117,12 @@ class _ReceivedRequest(SigV4Auth):  # type: ignore[misc]  # botocore is untyped
     ) -> None:
         super().__init__(None, credential.service, credential.region)
         self._secret = secret
-        self._signed = signed
+        self._names = signed
         self._payload_hash = payload_hash
         self._keys = keys
 
     def headers_to_sign(self, request: AWSRequest) -> _Signed:
-        return self._signed
+        return self._names
 
     def payload(self, request: AWSRequest) -> str:
         return self._payload_hash

@@ -13,7 +13,7 @@ from tests.servers import ROOT
 
 def _serve(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "serve", *args],
+        [sys.executable, "-P", "-m", "gateway", "serve", *args],
         cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
 

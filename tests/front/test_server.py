@@ -45,9 +45,9 @@ async def _serving(limits: Limits) -> AsyncIterator[tuple[FrontServer, int]]:
     await site.start()
     internal = UpstreamPool("127.0.0.1", runner.addresses[0][1])
     metrics = Metrics()
-    service = InferenceService(
-        Registry(), cast(Any, None), cast(Any, None), metrics, cast(Any, None)
-    )
+    # No model is ever loaded here: the loader and Triton's pool are never used.
+    unused = UpstreamPool("127.0.0.1", 9)
+    service = InferenceService(Registry(), cast(Any, None), unused, metrics, cast(Any, None))
     hot = Hot(
         Invoker(Settings(), service, Variants(Settings())),
         service,
@@ -67,6 +67,7 @@ async def _serving(limits: Limits) -> AsyncIterator[tuple[FrontServer, int]]:
         listener.close()
         await server.close(1)
         await internal.close()
+        await unused.close()
         await runner.cleanup()
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -121,3 +122,12 @@ def test_aws_cli_invoke_endpoint_verbatim(s3_gateway, tmp_path: Path):
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["InvokedProductionVariant"] == "AllTraffic"
     assert [float(x) for x in out.read_text().split()] == pytest.approx([8.75, 6.25])
+
+
+def test_gateway_serves_the_build_under_test(s3_gateway):
+    """`make test`'s second pass runs these tests on the mypyc build: the gateway process
+    must serve that build, not the source tree beside it."""
+    expected = os.environ.get("MME_EXPECT_BUILD", "python")
+    with urllib.request.urlopen(s3_gateway.url + "/metrics", timeout=10) as response:
+        text = response.read().decode()
+    assert f'mme_gateway_build_info{{hot_path="{expected}"}} 1.0' in text
