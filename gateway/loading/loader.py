@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import suppress
 from functools import partial
 from pathlib import Path
@@ -87,6 +88,14 @@ class Loader:
         self._tasks: dict[str, asyncio.Task[ModelEntry]] = {}
         self._waiting: dict[str, int] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_loads)
+        self._strays: set[str] = set()
+        """Failed loads whose unload failed too: Triton may still hold them, untracked."""
+        self._on_stray: Callable[[], None] | None = None
+
+    def on_stray(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` once a load has ended leaving a model in Triton that the registry
+        does not track (the reconciler adopts it, so the books match Triton again)."""
+        self._on_stray = hook
 
     def loading(self) -> list[str]:
         return list(self._tasks)
@@ -125,6 +134,10 @@ class Loader:
         self._tasks.pop(triton_name, None)
         if not task.cancelled():
             task.exception()  # retrieved: waiters that timed out may never look at it
+        if triton_name in self._strays:  # now, once no load of it is in progress
+            self._strays.discard(triton_name)
+            if self._on_stray is not None:
+                self._on_stray()
 
     async def _load(self, ref: ModelRef) -> ModelEntry:
         await self._capacity.wait_unloaded(ref.triton_name)
@@ -140,8 +153,10 @@ class Loader:
                     await self._fetch_and_load(ref, entry, started, slot)
             except TimeoutError:
                 self._registry.abandon(entry)
-                with suppress(GatewayError):
+                try:
                     await self._control.unload(ref.triton_name)
+                except GatewayError:
+                    self._strays.add(ref.triton_name)
                 raise ServiceUnavailable(
                     f"Model '{ref.name}' did not load within {self._settings.model_load_timeout} s."
                 ) from None
@@ -246,10 +261,12 @@ class Loader:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _unload_quietly(self, name: str) -> None:
-        with suppress(GatewayError):
+        try:
             await self._control.unload(name)
             await self._capacity.wait_unavailable(name)
             await self._capacity.wait_gone(name)
+        except GatewayError:
+            self._strays.add(name)
 
     async def _describe(
         self, name: str, view: ModelView

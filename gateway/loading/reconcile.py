@@ -50,22 +50,40 @@ class Reconciler:
         self._loader = loader
         self._policy = policy
         self._background = Background("reconciler")
+        self._soon: asyncio.Task[None] | None = None
+        loader.on_stray(self.soon)
 
     def start(self) -> None:
         self._background.start(self._run())
 
     async def stop(self) -> None:
         await self._background.stop()
+        if self._soon is not None:
+            self._soon.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._soon
+
+    def soon(self) -> None:
+        """A pass now rather than at the next interval: a model may be in Triton untracked."""
+        if self._soon is None or self._soon.done():
+            self._soon = asyncio.get_running_loop().create_task(self._pass())
+
+    def busy(self) -> bool:
+        """A pass asked for by ``soon`` is still running."""
+        return self._soon is not None and not self._soon.done()
 
     async def _run(self) -> None:
         while True:
-            try:
-                await self.once()
-            except GatewayError as exc:
-                log.debug("reconciliation skipped: %s", exc)  # Triton down: next pass
-            except Exception:
-                log.exception("reconciliation failed")
+            await self._pass()
             await asyncio.sleep(self._settings.reconcile_interval)
+
+    async def _pass(self) -> None:
+        try:
+            await self.once()
+        except GatewayError as exc:
+            log.debug("reconciliation skipped: %s", exc)  # Triton down: next pass
+        except Exception:
+            log.exception("reconciliation failed")
 
     async def confirm_gone(self, entry: ModelEntry) -> bool:
         """Triton answered as if it lacked the model: ask it. True if it was forgotten."""

@@ -193,6 +193,7 @@ class Lifecycle(RuleBasedStateMachine):
             and not any(e.scaling for e in self.registry.entries())
             and not any(e.state is ModelState.UNLOADING for e in self.registry.entries())
             and all(t.done() for t in busy if t not in self.requests)
+            and not self.reconciler.busy()
         )
 
     @invariant()

@@ -104,3 +104,25 @@ async def test_loader_model_larger_than_the_budget_is_507_and_remembered(tmp_pat
     with pytest.raises(InsufficientMemory):
         await parts.loader.ensure_loaded(ref, 1e9)
     assert parts.triton.pending == {}  # the second answer needed no load
+
+
+async def test_loader_a_model_triton_kept_after_a_failed_unload_is_adopted_at_once(tmp_path):
+    """Too large, and Triton refuses to unload it: the 507 stands, and the reconciler is
+    asked for a pass at once, so the registry holds what Triton holds (not 10 s later)."""
+    parts = _stack(tmp_path, memory_budget=100 * MiB, reconcile_interval=3600)
+    ref = resolve_target(MODELS[4])
+    parts.triton.failing_unloads.add(ref.triton_name)
+    waiting = asyncio.create_task(parts.loader.ensure_loaded(ref, 1e9))
+    await _spin()
+    parts.triton.pending[ref.triton_name].set_result(None)
+    with pytest.raises(InsufficientMemory):
+        await waiting
+    assert ref.triton_name in parts.triton.ready  # Triton kept it
+    await _spin()
+    assert not parts.reconciler.busy()
+    entry = parts.registry.get(ref.triton_name)
+    assert entry is not None and entry.state is ModelState.READY  # adopted: idle, evictable
+    parts.triton.failing_unloads.clear()
+    await parts.capacity.unload(ref.triton_name)
+    assert parts.triton.ready == {} and parts.registry.get(ref.triton_name) is None
+    await parts.reconciler.stop()
