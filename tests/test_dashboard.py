@@ -121,6 +121,7 @@ def _scrape() -> list[Metric]:
     metrics.invoked(200, 0.01)
     metrics.evictions.labels(tier="disk").inc()
     metrics.evictions.labels(tier="memory").inc()
+    metrics.build_info.labels(hot_path="compiled").set(1)
     return list(text_string_to_metric_families(generate_latest(metrics.registry).decode()))
 
 
