@@ -20,7 +20,7 @@ RUN apt-get update \
     && /opt/mme/venv/bin/pip install --no-cache-dir --upgrade pip
 
 # No `[embedded]` extra: this image has tritonserver and its native backends already.
-# MME_COMPILE=1: the request path is compiled with mypyc (setup.py lists the modules), which
+# GATEWAY_COMPILE=1: the request path is compiled with mypyc (setup.py lists the modules), which
 # needs a C compiler, the interpreter's headers and mypy while building; all three are
 # removed again, and `mme_gateway_build_info{hot_path="compiled"}` says what runs.
 WORKDIR /opt/mme/src
@@ -29,7 +29,7 @@ COPY gateway/ ./gateway/
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc ${GATEWAY_PYTHON}-dev \
     && /opt/mme/venv/bin/pip install --no-cache-dir "setuptools>=68" wheel "mypy>=1.10" \
-    && MME_COMPILE=1 /opt/mme/venv/bin/pip install --no-cache-dir --no-build-isolation . \
+    && GATEWAY_COMPILE=1 /opt/mme/venv/bin/pip install --no-cache-dir --no-build-isolation . \
     && /opt/mme/venv/bin/pip uninstall -y mypy \
     && apt-get purge -y --auto-remove gcc ${GATEWAY_PYTHON}-dev \
     && rm -rf /var/lib/apt/lists/* build \

@@ -29,7 +29,7 @@ compiled: $(COMPILED)/.built
 
 $(COMPILED)/.built: $(STAMP) $(SOURCES)
 	rm -rf build && mkdir -p build
-	MME_COMPILE=1 $(PY) -m pip install --no-deps --no-build-isolation --target $(COMPILED) . \
+	GATEWAY_COMPILE=1 $(PY) -m pip install --no-deps --no-build-isolation --target $(COMPILED) . \
 	  > build/compile.log 2>&1 || { tail -20 build/compile.log; rm -rf $(COMPILED); exit 1; }
 	touch $@
 
@@ -53,7 +53,7 @@ COMPILED_TESTS := tests/front tests/triton tests/auth tests/loading tests/test_b
 
 test: install tools compiled
 	$(VENV)/bin/pytest
-	MME_EXPECT_BUILD=compiled PYTHONPATH=$(COMPILED) \
+	EXPECT_REQUEST_PATH=compiled PYTHONPATH=$(COMPILED) \
 	  $(VENV)/bin/pytest --import-mode=append -p no:cacheprovider $(COMPILED_TESTS)
 
 check: install

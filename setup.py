@@ -1,7 +1,7 @@
-"""The package build. With MME_COMPILE=1 the request path is compiled with mypyc: the same
+"""The package build. With GATEWAY_COMPILE=1 the request path is compiled with mypyc: the same
 type-checked modules as C extensions, about a quarter less CPU per request (BENCHMARKS.md).
 `make compiled` builds it into build/compiled, which `make run` and the image use; without
-MME_COMPILE (and for `make test`'s main pass) the package is pure Python."""
+GATEWAY_COMPILE (and for `make test`'s main pass) the package is pure Python."""
 
 import os
 
@@ -31,7 +31,7 @@ HOT_PATH = [
 ]
 
 ext_modules = []
-if os.environ.get("MME_COMPILE") == "1":
+if os.environ.get("GATEWAY_COMPILE") == "1":
     from mypyc.build import mypycify
 
     ext_modules = mypycify(HOT_PATH, opt_level="3")

@@ -127,7 +127,7 @@ def test_aws_cli_invoke_endpoint_verbatim(s3_gateway, tmp_path: Path):
 def test_gateway_serves_the_build_under_test(s3_gateway):
     """`make test`'s second pass runs these tests on the mypyc build: the gateway process
     must serve that build, not the source tree beside it."""
-    expected = os.environ.get("MME_EXPECT_BUILD", "python")
+    expected = os.environ.get("EXPECT_REQUEST_PATH", "python")
     with urllib.request.urlopen(s3_gateway.url + "/metrics", timeout=10) as response:
         text = response.read().decode()
     assert f'mme_gateway_build_info{{hot_path="{expected}"}} 1.0' in text
