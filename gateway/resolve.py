@@ -122,6 +122,7 @@ def resolve_kserve_name(name: str) -> ModelRef:
     )
 
 
+@lru_cache(maxsize=1024)  # a gateway serves a few names: no regex per request
 def check_endpoint_name(name: str) -> None:
     if len(name) > 63 or not _ENDPOINT_NAME.match(name):
         raise ValidationError(

@@ -18,13 +18,14 @@ from gateway.errors import AuthError, GatewayError, ModelNotFound, TritonUnavail
 
 REQUEST_ID = "x-amzn-RequestId"
 JSON = "application/json"
-_BOOT = os.urandom(4).hex()
+_BOOT = os.urandom(4).hex() + "-"
 _COUNTER = itertools.count(1)
 
 
 def new_request_id() -> str:
-    """Unique per process run, and cheap: a random boot prefix and a counter."""
-    return f"{_BOOT}-{next(_COUNTER):012x}"
+    """Unique per process run, and cheap: a random boot prefix and a decimal counter (no
+    format spec: this runs on every request)."""
+    return _BOOT + str(next(_COUNTER))
 
 
 @dataclass(slots=True)

@@ -48,5 +48,8 @@ def show_as(response: UpstreamResponse, internal: str, public: str) -> None:
         ) < at + len(old):
             return  # the match is not inside the JSON header: leave the tensors alone
         response.headers[HEADER_LENGTH] = str(int(header_length) + len(new) - len(old))
-    # One copy of the body: the tail is joined from a view, not sliced first.
-    response.body = b"".join((body[:at], new, memoryview(body)[at + len(old) :]))
+    end = at + len(old)
+    if len(body) <= _SEARCH_BYTES:
+        response.body = body[:at] + new + body[end:]  # small: plain slices are cheapest
+    else:  # one copy of a large body: the tail is joined from a view, not sliced first
+        response.body = b"".join((body[:at], new, memoryview(body)[end:]))
