@@ -402,9 +402,14 @@ class Soak:
                 out.write(b"\0" * (1 << 20))
                 out.flush()
         status, _ = self.probe.sagemaker(model, 1.0)
-        leftovers = list((self.models_fs / ".incoming").glob("*"))
+        # Its own download's folder (named by its Triton name): other clients' downloads may
+        # be in .incoming at this moment, rightly.
+        from gateway.resolve import resolve_target
+
+        prefix = resolve_target(f"m{model}.tar.gz").triton_name + "-"
+        leftovers = list((self.models_fs / ".incoming").glob(prefix + "*"))
         filler.unlink()
-        fault.answered = f"{status}, {len(leftovers)} left in .incoming"
+        fault.answered = f"{status}, {len(leftovers)} of its download left in .incoming"
         if status == 507 and not leftovers and self.wait(lambda: self.healthy(model), 60):
             fault.recovered_s = time.monotonic() - fault.injected
 
