@@ -20,19 +20,21 @@ RUN apt-get update \
     && /opt/mme/venv/bin/pip install --no-cache-dir --upgrade pip
 
 # No `[embedded]` extra: this image has tritonserver and its native backends already.
-# GATEWAY_COMPILE=1: the request path is compiled with mypyc (setup.py lists the modules), which
-# needs a C compiler, the interpreter's headers and mypy while building; all three are
-# removed again, and `mme_gateway_build_info{hot_path="compiled"}` says what runs.
+# Then GATEWAY_COMPILE=1 reinstalls it with the request path compiled by mypyc (setup.py lists
+# the modules): mypyc type-checks against the dependencies installed by the first step, and
+# needs a C compiler, the interpreter's headers and mypy; `mme_gateway_build_info{hot_path}`
+# says which build runs.
 WORKDIR /opt/mme/src
 COPY pyproject.toml setup.py README.md ./
 COPY gateway/ ./gateway/
-RUN apt-get update \
+RUN /opt/mme/venv/bin/pip install --no-cache-dir . \
+    && apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends gcc ${GATEWAY_PYTHON}-dev \
+    && rm -rf /var/lib/apt/lists/* \
     && /opt/mme/venv/bin/pip install --no-cache-dir "setuptools>=68" wheel "mypy>=1.10" \
-    && GATEWAY_COMPILE=1 /opt/mme/venv/bin/pip install --no-cache-dir --no-build-isolation . \
+    && GATEWAY_COMPILE=1 /opt/mme/venv/bin/pip install --no-cache-dir --no-deps --no-build-isolation --force-reinstall . \
     && /opt/mme/venv/bin/pip uninstall -y mypy \
-    && apt-get purge -y --auto-remove gcc ${GATEWAY_PYTHON}-dev \
-    && rm -rf /var/lib/apt/lists/* build \
+    && rm -rf build .mypy_cache \
     && ln -s /opt/mme/venv/bin/mme-gateway /usr/local/bin/mme-gateway
 
 # The example models, packaged into the model store by docker-compose's `models-build` job.

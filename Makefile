@@ -36,7 +36,7 @@ $(COMPILED)/.built: $(STAMP) $(SOURCES)
 # Without a C compiler, `make run` serves the pure-Python build (and says so).
 run: store
 	@$(MAKE) --no-print-directory compiled || echo "run: mypyc build failed: serving pure Python"
-	PYTHONPATH=$$(test -f $(COMPILED)/.built && echo $(COMPILED)) \
+	PYTHONPATH=$$(test -f $(COMPILED)/.built && echo $(COMPILED))$${PYTHONPATH:+:$$PYTHONPATH} \
 	$(VENV)/bin/mme-gateway serve --host $(HOST) --port $(PORT) \
 	  --model-store $(RUN_DIR)/store --cache-dir $(RUN_DIR)/cache --print-examples
 

@@ -30,8 +30,11 @@ mkdir -p bench/results
 # build (`make compiled`, what `make run` serves) unless BENCH_BUILD=python.
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ "${BENCH_BUILD:-compiled}" = compiled ]; then
-  make --no-print-directory compiled
-  export PYTHONPATH="$PWD/build/compiled:$PYTHONPATH"
+  if make --no-print-directory compiled; then
+    export PYTHONPATH="$PWD/build/compiled:$PYTHONPATH"
+  else
+    echo "bench: mypyc build failed (build/compile.log): benchmarking pure Python"
+  fi
 fi
 .venv/bin/python bench/bench.py "$@"
 # BENCH_CEILING=0 skips the per-core ceiling (bench/ceiling.py, bench/results/ceiling.md).

@@ -23,10 +23,13 @@ from gateway.front.replies import Reply
 from gateway.inference import InferenceService
 from gateway.keys import SERVICE, SETTINGS, UPSTREAM
 from gateway.resolve import ModelRef, resolve_kserve_name
-from gateway.triton.answer import show_as
+from gateway.triton.answer import error_shown_as, show_as
 from gateway.triton.upstream import UpstreamResponse
 
-_PASSED_HEADERS = ("Content-Type", codecs.HEADER_LENGTH, "Content-Encoding", "Accept-Encoding")
+_PASSED_HEADERS = ("Content-Type", codecs.HEADER_LENGTH, "Content-Encoding")
+"""Request headers passed to Triton. Not Accept-Encoding: the answer's model name is
+rewritten, which a compressed answer would not allow (HTTP lets a server answer
+uncompressed whatever the client accepts)."""
 
 
 def _reply(response: UpstreamResponse, body: bytes | None = None) -> Reply:
@@ -62,6 +65,8 @@ async def infer(
     _, response = await service.invoke(ref, body, forwarded, deadline, version)
     if response.status == 200:
         show_as(response, ref.triton_name, public_name)
+    else:
+        error_shown_as(response, ref.triton_name, public_name)
     return _reply(response)
 
 
@@ -75,7 +80,7 @@ async def _model_get(request: web.Request, suffix: str) -> web.Response:
     if response.status != 200 or suffix == "/ready":
         return to_response(_reply(response))
     document = orjson.loads(response.body)
-    document["name"] = ref.name  # clients know the model by its public name
+    document["name"] = request.match_info["name"]  # the name the client used, as infer shows
     return to_response(_reply(response, orjson.dumps(document)))
 
 

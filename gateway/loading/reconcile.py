@@ -51,12 +51,15 @@ class Reconciler:
         self._policy = policy
         self._background = Background("reconciler")
         self._soon: asyncio.Task[None] | None = None
+        self._again = False
+        self._stopped = False
         loader.on_stray(self.soon)
 
     def start(self) -> None:
         self._background.start(self._run())
 
     async def stop(self) -> None:
+        self._stopped = True  # a load ending during shutdown asks for no pass
         await self._background.stop()
         if self._soon is not None:
             self._soon.cancel()
@@ -64,9 +67,20 @@ class Reconciler:
                 await self._soon
 
     def soon(self) -> None:
-        """A pass now rather than at the next interval: a model may be in Triton untracked."""
+        """A pass now rather than at the next interval: a model may be in Triton untracked.
+        Asked during a pass (which may have read Triton's index already), one more follows."""
+        if self._stopped:
+            return
         if self._soon is None or self._soon.done():
-            self._soon = asyncio.get_running_loop().create_task(self._pass())
+            self._soon = asyncio.get_running_loop().create_task(self._passes())
+        else:
+            self._again = True
+
+    async def _passes(self) -> None:
+        await self._pass()
+        while self._again and not self._stopped:
+            self._again = False
+            await self._pass()
 
     def busy(self) -> bool:
         """A pass asked for by ``soon`` is still running."""

@@ -2,9 +2,12 @@
 
 Triton names a model by its repository folder (a slug and a hash), and writes that name
 first in its answer: ``{"model_name":"<folder>",...``, also in the JSON header of the
-binary form. So the rename is a byte replacement at a known place, bounded by the needle's
-length, not a parse; an answer of another shape is searched in its first ``_SEARCH_BYTES``
-only, and left as it is if the name is not there.
+binary form (after the request's ``id``, when the client sent one). So the rename is a byte
+replacement, not a parse: at the known place when the answer opens with the field, else at
+the field's first occurrence in the JSON part (the binary form's tensors are never searched).
+The needle cannot match inside a string value, where JSON escapes every quote, and Triton
+writes ``model_name`` before the outputs, so the first occurrence is the top-level field.
+An answer without it is left as it is.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ import orjson
 from gateway.triton.upstream import UpstreamResponse
 
 HEADER_LENGTH = "inference-header-content-length"
-_SEARCH_BYTES = 4096
+_SMALL = 4096
+"""Answers up to this size are rebuilt from slices; larger ones with one copy."""
 
 
 @lru_cache(maxsize=4096)
@@ -37,19 +41,30 @@ def show_as(response: UpstreamResponse, internal: str, public: str) -> None:
         return
     old, new = fields
     body = response.body
-    # The usual case: the field opens the document, right after its brace.
-    at = 1 if body.startswith(old, 1) else body.find(old, 0, _SEARCH_BYTES)
-    if at < 0:
-        return
     header_length = response.headers.get(HEADER_LENGTH)
+    json_end = len(body)
     if header_length is not None:
-        if not (header_length.isascii() and header_length.isdigit()) or int(
-            header_length
-        ) < at + len(old):
-            return  # the match is not inside the JSON header: leave the tensors alone
-        response.headers[HEADER_LENGTH] = str(int(header_length) + len(new) - len(old))
+        if not (header_length.isascii() and header_length.isdigit()):
+            return
+        json_end = min(int(header_length), json_end)  # the binary tensors are never searched
+    # The usual case: the field opens the document, right after its brace.
+    at = 1 if body.startswith(old, 1) else body.find(old, 0, json_end)
     end = at + len(old)
-    if len(body) <= _SEARCH_BYTES:
+    if at < 0 or end > json_end:
+        return
+    if header_length is not None:
+        response.headers[HEADER_LENGTH] = str(json_end + len(new) - len(old))
+    if len(body) <= _SMALL:
         response.body = body[:at] + new + body[end:]  # small: plain slices are cheapest
     else:  # one copy of a large body: the tail is joined from a view, not sliced first
         response.body = b"".join((body[:at], new, memoryview(body)[end:]))
+
+
+def error_shown_as(response: UpstreamResponse, internal: str, public: str) -> None:
+    """Triton's error answers name the model too (``... for model 'add_one-0123456789ab'``):
+    every mention becomes the public name, escaped for the JSON string it sits in. Only on
+    errors, so a plain replace over the (small) body."""
+    fields = None if internal == public else _fields(internal, public)
+    if fields is not None:
+        escaped = fields[1][len(b'"model_name":"') : -1]
+        response.body = response.body.replace(internal.encode(), escaped)

@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.triton.answer import HEADER_LENGTH, show_as
+from gateway.triton.answer import HEADER_LENGTH, error_shown_as, show_as
 from gateway.triton.upstream import UpstreamResponse
 
 INTERNAL = "add_one-0123456789ab"
@@ -93,3 +93,22 @@ def test_a_name_json_cannot_hold_leaves_the_answer_as_triton_wrote_it():
     response = _answer(_triton_json())
     show_as(response, INTERNAL, "bad\udc80name")
     assert response.body == _triton_json()
+
+
+def test_a_long_request_id_before_the_name_does_not_hide_it():
+    """Triton writes the client's ``id`` first: however long, the field after it is found."""
+    long_id = "r" * 10_000
+    body = b'{"id":"' + long_id.encode() + b'",' + _triton_json()[1:]
+    response = _answer(body)
+    show_as(response, INTERNAL, "m")
+    document = json.loads(response.body)
+    assert document["model_name"] == "m" and document["id"] == long_id
+
+
+def test_an_error_answer_names_the_model_as_the_client_did():
+    body = f"{{\"error\":\"unexpected inference input 'X' for model '{INTERNAL}'\"}}".encode()
+    response = UpstreamResponse(400, {"content-type": "application/json"}, body)
+    error_shown_as(response, INTERNAL, 'team/"m".tar.gz')
+    assert json.loads(response.body) == {
+        "error": """unexpected inference input 'X' for model 'team/"m".tar.gz'"""
+    }
