@@ -1,7 +1,7 @@
 """The package build. With GATEWAY_COMPILE=1 the request path is compiled with mypyc: the same
-type-checked modules as C extensions, about a quarter less CPU per request (BENCHMARKS.md).
-`make compiled` builds it into build/compiled, which `make run` and the image use; without
-GATEWAY_COMPILE (and for `make test`'s main pass) the package is pure Python."""
+type-checked modules as C extensions, about a quarter less CPU per request at one core
+(BENCHMARKS.md). `make compiled` builds it into build/compiled, which `make run` and the image
+use; without GATEWAY_COMPILE (and for `make test`'s main pass) the package is pure Python."""
 
 import os
 
