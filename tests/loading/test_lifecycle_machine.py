@@ -86,6 +86,7 @@ class Lifecycle(RuleBasedStateMachine):
         for task in [*self.requests, *self.scales, *self.others]:
             task.cancel()
         self.loop.run_until_complete(self.loader.close())
+        self.loop.run_until_complete(self.reconciler.stop())  # and any pass a stray asked for
         self._run(5)
         self.loop.close()
         self.tmp.cleanup()
