@@ -225,7 +225,8 @@ class Loader:
         for attempt in range(1, LOAD_ATTEMPTS + 1):
             need = self._capacity.need(name, entry.disk_bytes, view.memory_bytes)
             slot.give()
-            async with self._capacity.room_for(ref, kind, need) as reservation:
+            own = view.python_backend and kind == "host"  # PSS of its stubs: no delta needed
+            async with self._capacity.room_for(ref, kind, need, own) as reservation:
                 await slot.take()
                 load_started = time.perf_counter()
                 try:

@@ -82,11 +82,14 @@ class FakeMonitor:
     def __init__(self, triton: FakeTriton, budget: int) -> None:
         self._triton = triton
         self.budget = budget
+        self.readings = 0
+        """Whole-tree readings taken (each a scan of Triton's processes on a real host)."""
 
     def used(self) -> int:
         return 30 * MiB + sum(TRUE_SIZE[n] * i for n, i in self._triton.ready.items())
 
     async def snapshot(self) -> MemorySnapshot:
+        self.readings += 1
         return MemorySnapshot("host", (DeviceMemory(0, self.budget, self.used()),))
 
     async def held_by(self, pids: list[int]) -> int | None:

@@ -126,3 +126,16 @@ async def test_loader_a_model_triton_kept_after_a_failed_unload_is_adopted_at_on
     await parts.capacity.unload(ref.triton_name)
     assert parts.triton.ready == {} and parts.registry.get(ref.triton_name) is None
     await parts.reconciler.stop()
+
+
+async def test_loader_python_model_on_the_host_is_measured_without_a_before_reading(tmp_path):
+    """Its stubs' PSS is its footprint: a cold load with nothing to evict takes two readings
+    of the whole tree (the room check, the budget check after), not a third for a delta."""
+    parts = _stack(tmp_path)
+    ref = resolve_target(MODELS[1])
+    waiting = asyncio.create_task(parts.loader.ensure_loaded(ref, 1e9))
+    await _spin()
+    parts.triton.pending[ref.triton_name].set_result(None)
+    entry = await waiting
+    assert parts.monitor.readings == 2
+    assert entry.memory_bytes == 70 * MiB  # its own processes' figure, exactly
