@@ -84,7 +84,7 @@ class AccessLog:
                 }
             ).decode()
         else:
-            us = int(seconds * 1_000_000)  # integers format faster than a float with a spec
+            us = int(seconds * 1_000_000)  # formatting integers costs less than a float
             line = (
                 f"access {REQUEST_ID.get()} {method} {path} model={MODEL.get()} status={status} "
                 f"ms={us // 1000}.{us % 1000:03d} hit={'-' if hit is None else int(hit)}"
