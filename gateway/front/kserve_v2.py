@@ -23,7 +23,7 @@ from gateway.front.replies import Reply
 from gateway.inference import InferenceService
 from gateway.keys import SERVICE, SETTINGS, UPSTREAM
 from gateway.resolve import ModelRef, resolve_kserve_name
-from gateway.triton.answer import error_shown_as, show_as
+from gateway.triton.answer import HEADER_LENGTH, error_shown_as, show_as
 from gateway.triton.upstream import UpstreamResponse
 
 _PASSED_HEADERS = ("Content-Type", codecs.HEADER_LENGTH, "Content-Encoding")
@@ -34,7 +34,7 @@ uncompressed whatever the client accepts)."""
 
 def _reply(response: UpstreamResponse, body: bytes | None = None) -> Reply:
     headers = {"Content-Type": response.headers.get("content-type", codecs.JSON)}
-    for name in ("inference-header-content-length", "content-encoding"):
+    for name in (HEADER_LENGTH, "content-encoding"):
         if name in response.headers:
             headers[name] = response.headers[name]
     return Reply(response.status, response.body if body is None else body, headers)

@@ -24,7 +24,7 @@ from gateway.inference import BodyBuilder, InferenceService
 from gateway.keys import TRITON_HEALTH, UPSTREAM
 from gateway.resolve import ModelRef, check_endpoint_name, resolve_target
 from gateway.settings import Settings
-from gateway.triton.answer import show_as
+from gateway.triton.answer import HEADER_LENGTH, show_as
 from gateway.triton.errors import infer_error
 from gateway.triton.upstream import UpstreamResponse
 from gateway.variants import Variants
@@ -140,7 +140,7 @@ def _wants_csv(accept: str | None) -> bool:
 def _answer(
     kind: codecs.BodyKind, accept: str | None, response: UpstreamResponse
 ) -> tuple[bytes, str]:
-    header_length = response.headers.get("inference-header-content-length")
+    header_length = response.headers.get(HEADER_LENGTH)
     if header_length is not None:
         return response.body, codecs.binary_content_type(header_length)
     if kind.mime == codecs.CSV and _wants_csv(accept):
