@@ -8,7 +8,7 @@ HOST ?= 127.0.0.1
 PORT ?= 8080
 RUN_DIR := .run
 
-.PHONY: install run test check bench clean tools store fleet
+.PHONY: install run test check bench clean tools store fleet compose-up compose-down compose-smoke
 
 install: $(STAMP)
 
@@ -92,3 +92,15 @@ soak: install
 .PHONY: bench-ceiling
 bench-ceiling: install
 	$(PY) bench/ceiling.py
+
+# docker-compose.yml on this machine's Docker engine, unchanged (deploy/stack.sh): installs the
+# engine and Compose v2 if missing, builds stand-ins for images no registry here serves.
+compose-up: install
+	bash deploy/stack.sh up
+
+compose-down:
+	bash deploy/stack.sh down
+
+# up, the checks of tests/deploy/test_stack.py against the running stack, down.
+compose-smoke: install
+	bash deploy/stack.sh smoke

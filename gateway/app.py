@@ -57,7 +57,7 @@ from gateway.loading.registry import Registry
 from gateway.log import AccessLog
 from gateway.management import Management
 from gateway.memory.base import MemoryMonitor
-from gateway.memory.host import HostMonitor, available_bytes
+from gateway.memory.host import HostMonitor, NamedProcess, available_bytes
 from gateway.memory.nvml import open_nvml
 from gateway.metrics import Metrics
 from gateway.recovery import Recovery
@@ -184,12 +184,13 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
     if nvml is not None:
         monitors["gpu"] = nvml
     budget = settings.memory_budget or await asyncio.to_thread(lambda: available_bytes() // 2)
-    supervisor = app.get(SUPERVISOR)
-    host = monitors["host"] = HostMonitor(budget, lambda: supervisor.pid if supervisor else None)
+    root_pid = _triton_root(app)
+    host = monitors["host"] = HostMonitor(budget, root_pid)
     log.info(
-        "memory: %s; host budget %d MiB",
+        "memory: %s; host budget %d MiB; %s",
         f"{len(nvml.devices)} GPU(s) through NVML" if nvml else "no GPU: every model on CPU",
         budget >> 20,
+        await asyncio.to_thread(_describe_root, settings, root_pid),
     )
     app[CAPACITY] = Capacity(
         settings,
@@ -203,6 +204,30 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     if nvml is not None:
         await asyncio.to_thread(nvml.close)
+
+
+def _triton_root(app: web.Application) -> Callable[[], int | None]:
+    """How to find Triton's server process, whose tree's memory is read on the host: the
+    supervised one's PID, or an external one's by name (--triton-process), or none."""
+    supervisor = app.get(SUPERVISOR)
+    if supervisor is not None:
+        return lambda: supervisor.pid
+    name = app[SETTINGS].triton_process
+    return NamedProcess(name) if name else lambda: None
+
+
+def _describe_root(settings: Settings, root_pid: Callable[[], int | None]) -> str:
+    if settings.triton_url is None:
+        return "host memory: the embedded Triton's processes"
+    if not settings.triton_process:
+        return "host memory: not read (Triton's processes are out of sight; see --triton-process)"
+    pid = root_pid()
+    if pid is None:
+        return (
+            f"host memory: no single process named {settings.triton_process!r} in sight "
+            "(not read until there is one)"
+        )
+    return f"host memory: the processes of {settings.triton_process} (pid {pid})"
 
 
 async def loader_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -77,6 +77,11 @@ class Settings:
     """Disk cache: unpacked models (Triton's model repository) and temporary downloads."""
     triton_url: str | None = None
     """HTTP URL of an existing Triton (e.g. http://triton:8000); unset starts an embedded one."""
+    triton_process: str = ""
+    """With --triton-url: the command name of Triton's server process (tritonserver), to find
+    it in the gateway's PID namespace and read the host memory of Triton's processes as with
+    the embedded Triton. docker-compose.yml shares a namespace between the two. Empty: host
+    memory is not read, and --memory-budget does not apply."""
     triton_model_repository: Path | None = None
     """Model repository folder shared with Triton; defaults to <cache-dir>/models."""
     triton_http_port: int = 8000

@@ -67,6 +67,39 @@ def pss_bytes(pid: int) -> int:
     return 0
 
 
+def _command_name(pid: int) -> str | None:
+    try:
+        return (PROC / str(pid) / "comm").read_text().rstrip("\n")
+    except OSError:
+        return None
+
+
+def find_process(name: str) -> int | None:
+    """The one process in sight whose command name is ``name``; None if there is none, or
+    more than one (which of them is Triton cannot be told)."""
+    found = [
+        int(entry.name)
+        for entry in PROC.iterdir()
+        if entry.name.isdigit() and _command_name(int(entry.name)) == name
+    ]
+    return found[0] if len(found) == 1 else None
+
+
+class NamedProcess:
+    """An external Triton's server process, found by its command name in a PID namespace
+    shared with it. The PID is kept while it still names such a process, and looked up again
+    once it does not (Triton restarted). Blocking: call it off the event loop."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._pid: int | None = None
+
+    def __call__(self) -> int | None:
+        if self._pid is None or _command_name(self._pid) != self.name:
+            self._pid = find_process(self.name)
+        return self._pid
+
+
 def available_bytes() -> int:
     """MemAvailable from /proc/meminfo: what the kernel could give without swapping."""
     for line in (PROC / "meminfo").read_text().splitlines():
@@ -97,5 +130,8 @@ class HostMonitor:
 
     async def pids_by_model(self) -> dict[str, list[int]]:
         """Processes serving each model (none when Triton's processes are out of sight)."""
+        return await asyncio.to_thread(self._scan)
+
+    def _scan(self) -> dict[str, list[int]]:
         root = self._root_pid()
-        return await asyncio.to_thread(pids_by_model, root) if root else {}
+        return pids_by_model(root) if root else {}

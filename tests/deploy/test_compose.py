@@ -18,6 +18,7 @@ import dataclasses
 import json
 import re
 import shlex
+import tomllib
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -36,6 +37,7 @@ COMPOSE_SCHEMA = (
     SHARED_SCHEMA if SHARED_SCHEMA.is_file() else Path(__file__).with_name("compose-spec.json")
 )
 COMPOSE_FILE = ROOT / "docker-compose.yml"
+CPU_OVERRIDE = ROOT / "docker-compose.cpu.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
@@ -199,17 +201,26 @@ def dockerfile_args() -> dict[str, str]:
     return args
 
 
-def base_image() -> str:
-    froms = [rest for instruction, rest in dockerfile_instructions() if instruction == "FROM"]
-    assert len(froms) == 1, f"expected one stage, got FROM {froms}"
-    image = froms[0].split()[0]
-    return re.sub(r"\$\{?(\w+)\}?", lambda m: dockerfile_args()[m.group(1)], image)
+def base_images() -> set[str]:
+    """The images the stages start from (a FROM naming an earlier stage is not one)."""
+    stages: set[str] = set()
+    images = set()
+    for instruction, rest in dockerfile_instructions():
+        if instruction == "FROM":
+            words = rest.split()
+            image = re.sub(r"\$\{?(\w+)\}?", lambda m: dockerfile_args()[m.group(1)], words[0])
+            if image not in stages:
+                images.add(image)
+            if len(words) == 3 and words[1].upper() == "AS":
+                stages.add(words[2])
+    return images
 
 
 def copy_sources() -> list[str]:
+    """What COPY and ADD take from the build context (not from an earlier stage)."""
     sources = []
     for instruction, rest in dockerfile_instructions():
-        if instruction in {"COPY", "ADD"}:
+        if instruction in {"COPY", "ADD"} and "--from=" not in rest:
             words = [w for w in shlex.split(rest) if not w.startswith("--")]
             sources.extend(words[:-1])
     return sources
@@ -299,7 +310,12 @@ def test_compose_core_services_run_without_a_profile(services):
 
 def test_compose_build_contexts_and_dockerfiles_exist(services):
     built = {name: s["build"] for name, s in services.items() if "build" in s}
-    assert {"triton", "gateway", "models-build"} <= set(built)
+    assert set(built) == {"gateway"}, "one image is built here; Triton runs NVIDIA's own"
+    # The packaging job and the namespace holders run the image the gateway service builds.
+    image = services["gateway"]["image"]
+    for name in ("models-build", "pause"):
+        assert services[name]["image"] == image, name
+        assert services[name]["pull_policy"] == "never", name
     for name, build in built.items():
         context = ROOT / (build if isinstance(build, str) else build.get("context", "."))
         dockerfile = (
@@ -326,6 +342,7 @@ def test_compose_named_volumes_are_declared(compose, services):
 def test_dockerfile_copy_sources_exist_in_build_context():
     sources = copy_sources()
     assert {"pyproject.toml", "README.md", "gateway/", "triton_repo_template/"} <= set(sources)
+    assert "deploy/wheelhouse/" in sources
     for source in sources:
         assert (ROOT / source).exists(), f"COPY {source}: missing"
         assert not ignored_by_dockerignore(source), f"COPY {source}: excluded by .dockerignore"
@@ -503,24 +520,29 @@ def test_triton_has_shared_memory_for_python_backend(services):
 
 
 def test_dockerfile_base_image_is_pinned():
-    image = base_image()
-    assert image.startswith("nvcr.io/nvidia/tritonserver:"), image
-    assert image_is_pinned(image), image
+    images = base_images()
+    assert images == {"python:3.11-slim-bookworm"}, images
+    assert all(image_is_pinned(image) for image in images)
 
 
-def test_dockerfile_gateway_python_matches_checked_version():
-    # The image's python3 (3.10) is older than what the gateway is written for (asyncio.timeout);
-    # the Dockerfile installs the gateway on its own interpreter, which must be at least the
-    # version mypy checks the gateway as. (tomllib is not used: ruff targets 3.10.)
-    pyproject = (ROOT / "pyproject.toml").read_text()
-    section = re.search(r"^\[tool\.mypy\]$(.*?)(?=^\[|\Z)", pyproject, re.M | re.S)
-    assert section, "pyproject.toml has no [tool.mypy] section"
-    checked = re.search(r'^python_version\s*=\s*"(\d+)\.(\d+)"', section.group(1), re.M)
-    assert checked, "[tool.mypy] sets no python_version"
-    python = dockerfile_args()["GATEWAY_PYTHON"]
-    assert re.fullmatch(r"python\d+\.\d+", python), python
-    version = tuple(int(p) for p in python.removeprefix("python").split("."))
-    assert version >= (int(checked.group(1)), int(checked.group(2)))
+def test_dockerfile_python_matches_checked_version(services):
+    # The gateway image's Python is the version mypy checks the gateway as, and the compose
+    # file passes the same default to the build.
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    checked = pyproject["tool"]["mypy"]["python_version"]
+    python = dockerfile_args()["PYTHON_IMAGE"]
+    assert python.startswith(f"python:{checked}-"), python
+    assert interpolate(services["gateway"]["build"]["args"]["PYTHON_IMAGE"]) == python
+
+
+def test_triton_image_is_nvidias_pinned_and_overridable(services):
+    raw = services["triton"]["image"]
+    assert raw.startswith("${TRITON_IMAGE:-"), raw
+    image = interpolate(raw)
+    assert image.startswith("nvcr.io/nvidia/tritonserver:") and image_is_pinned(image), image
+    assert interpolate(raw, {"TRITON_IMAGE": "nvcr.io/nvidia/tritonserver:25.01-py3"}).endswith(
+        "25.01-py3"
+    )
 
 
 def test_dockerfile_default_command_serves_on_all_interfaces():
@@ -613,3 +635,60 @@ def test_gateway_s3_credentials_are_minio_root_credentials(services):
         raw_minio["MINIO_ROOT_USER"], env
     )
     assert interpolate(raw_gateway["AWS_SECRET_ACCESS_KEY"], env) == "s3cret-s3cret"
+
+
+# ---------------------------------------------------------------------------------------------
+# (h) one PID namespace per Triton and its gateway, held by neither
+
+
+def _pairs(services: dict[str, Any]) -> list[tuple[str, str]]:
+    """(gateway, triton) service pairs: a gateway and the Triton its URL names."""
+    pairs = []
+    for name, service in services.items():
+        url = environment(service).get("MME_TRITON_URL")
+        if url:
+            pairs.append((name, urlsplit(url).hostname or ""))
+    return pairs
+
+
+def test_each_gateway_shares_a_pid_namespace_with_its_triton_held_by_a_third(services):
+    pairs = _pairs(services)
+    assert ("gateway", "triton") in pairs and len(pairs) == 3
+    holders = set()
+    for gateway, triton in pairs:
+        pid = services[gateway].get("pid")
+        assert pid and pid.startswith("service:"), f"{gateway}: no shared PID namespace"
+        assert services[triton].get("pid") == pid, f"{gateway} and {triton} differ"
+        holder = services[pid.removeprefix("service:")]
+        # Neither Triton nor the gateway owns it: a kill of either must not take the other.
+        assert holder is not services[gateway] and holder is not services[triton]
+        assert holder.get("init") is True, "the holder reaps orphaned processes"
+        assert holder.get("profiles") == services[gateway].get("profiles")
+        holders.add(pid)
+    assert len(holders) == len(pairs), "each pair has a namespace of its own"
+
+
+def test_gateway_finds_triton_by_the_command_it_runs(services):
+    for gateway, triton in _pairs(services):
+        process = environment(services[gateway])["MME_TRITON_PROCESS"]
+        assert command(services[triton])[0] == process, gateway
+
+
+# ---------------------------------------------------------------------------------------------
+# (i) the CPU override
+
+
+class _ComposeLoader(yaml.SafeLoader):  # type: ignore[misc]
+    """YAML as Compose reads it: ``!reset`` and ``!override`` tags are kept as markers."""
+
+
+_ComposeLoader.add_constructor("!reset", lambda loader, node: ("!reset",))
+_ComposeLoader.add_constructor("!override", lambda loader, node: ("!override",))
+
+
+def test_cpu_override_drops_exactly_the_gpu_reservations(services):
+    override = yaml.load(CPU_OVERRIDE.read_text(), Loader=_ComposeLoader)
+    gpu = {name for name, s in services.items() if "deploy" in s}
+    assert set(override["services"]) == gpu
+    for name, service in override["services"].items():
+        assert service == {"deploy": ("!reset",)}, name
