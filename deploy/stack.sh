@@ -224,7 +224,7 @@ smoke() {
   started=$(date +%s)
   export MME_MEMORY_BUDGET=${MME_MEMORY_BUDGET:-600MiB} # small enough that the hogs evict
   up
-  STACK_FILES="${FILES[*]}" "$PY" -m pytest -p no:cacheprovider -m compose \
+  STACK_FILES="${FILES[*]}" STACK_SERVICES="$(services | tr '\n' ' ')" "$PY" -m pytest -p no:cacheprovider -m compose \
     tests/deploy/test_stack.py || status=$?
   [ "$status" -eq 0 ] || "${COMPOSE[@]}" logs --tail 60 gateway triton >&2 || true
   down

@@ -16,8 +16,9 @@
     ├── AlreadyLoaded                 409 ModelAlreadyLoaded (management API)
     ├── ModelError                    424 ModelError (the model itself failed)
     ├── ModelNotReady                 429 ModelNotReadyException (load still running)
-    ├── ServiceUnavailable            503 ServiceUnavailable (Triton down or not ready)
-    │   └── TritonUnavailable         503 with Retry-After (Triton restarting or hung)
+    ├── ServiceUnavailable            503 ServiceUnavailable, Retry-After 1 (Triton down or not
+    │   │                                 ready, the store failing: each passes)
+    │   └── TritonUnavailable         503, Retry-After from the restart (Triton restarting or hung)
     └── InsufficientMemory            507 InsufficientMemory
 
 Adapters (``triton/errors.py``, ``store/s3.py``) translate third-party errors into these;
@@ -127,6 +128,9 @@ class ModelNotReady(GatewayError):
 class ServiceUnavailable(GatewayError):
     status = 503
     error_type = "ServiceUnavailable"
+    retry_after = 1
+    """Seconds in the Retry-After header: a 503 here is always a passing condition (the
+    first request to find Triton gone meets a closed connection before the watch does)."""
 
 
 class TritonUnavailable(ServiceUnavailable):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from gateway.errors import AuthError, GatewayError, ModelNotFound, TritonUnavailable
+from gateway.errors import AuthError, GatewayError, ModelNotFound, ServiceUnavailable
 
 REQUEST_ID = "x-amzn-RequestId"
 JSON = "application/json"
@@ -52,7 +52,7 @@ def kserve_error(exc: GatewayError) -> Reply:
 
 
 def _retry_after(exc: GatewayError, headers: dict[str, str]) -> None:
-    if isinstance(exc, TritonUnavailable):
+    if isinstance(exc, ServiceUnavailable):
         headers["Retry-After"] = str(exc.retry_after)
 
 

@@ -97,3 +97,10 @@ async def test_middleware_unknown_route_keeps_sagemaker_shape(server):
         assert response.status == 404
         assert response.headers["x-amzn-ErrorType"] == "UnknownOperationException"
         assert "message" in await response.json()
+
+
+async def test_middleware_every_503_carries_retry_after(server):
+    with pytest.raises(Exception) as info:
+        await _invoke(server, "down")
+    headers = info.value.response["ResponseMetadata"]["HTTPHeaders"]  # type: ignore[attr-defined]
+    assert headers["retry-after"] == "1"
