@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
-from gateway.memory.host import pids_by_model, pss_bytes
+from gateway.memory.host import NamedProcess, find_process, pids_by_model, pss_bytes
 
 
 def test_pids_by_model_finds_each_models_stub_processes(tmp_path: Path):
@@ -35,3 +37,40 @@ def test_pids_by_model_finds_each_models_stub_processes(tmp_path: Path):
             stub.wait()
             if stub.stdout is not None:
                 stub.stdout.close()
+
+
+def _start(binary: Path) -> subprocess.Popen[bytes]:
+    process = subprocess.Popen([str(binary), "60"])
+    comm = Path(f"/proc/{process.pid}/comm")
+    for _ in range(200):  # until the exec has happened: comm names the new program
+        if comm.read_text().strip() == binary.name:
+            return process
+        time.sleep(0.01)
+    raise AssertionError(f"{binary.name} did not start")
+
+
+def test_named_process_found_followed_across_a_restart_and_never_guessed(tmp_path: Path):
+    """An external Triton in a shared PID namespace, played by copies of sleep under a name
+    no other process has: found by name, found again after a restart, and not chosen at
+    all while two processes share the name."""
+    binary = tmp_path / f"tsrv-{os.getpid() % 100000}"
+    shutil.copy2(shutil.which("sleep") or "/bin/sleep", binary)
+    named = NamedProcess(binary.name)
+    assert named() is None
+    first = _start(binary)
+    try:
+        assert named() == first.pid
+        second = _start(binary)
+        try:
+            assert find_process(binary.name) is None  # two: which is Triton cannot be told
+            assert named() == first.pid  # the one already known still names the process
+            first.kill()
+            first.wait()
+            assert named() == second.pid  # "restarted": the new process is found
+        finally:
+            second.kill()
+            second.wait()
+    finally:
+        first.kill()
+        first.wait()
+    assert named() is None
