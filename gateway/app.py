@@ -252,6 +252,7 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
         app[METRICS],
         reconciler.confirm_gone,
         app[TRITON_HEALTH],
+        reconciler.stub_died,
     )
     recovery = app[RECOVERY] = Recovery(
         registry.entries,

@@ -10,8 +10,10 @@ from collections.abc import Awaitable, Callable, Mapping
 from functools import lru_cache
 from urllib.parse import quote
 
+from gateway.errors import ServiceUnavailable
 from gateway.loading.loader import Loader
 from gateway.loading.registry import ModelEntry, Registry
+from gateway.loading.repair import dead_stub
 from gateway.log import CACHE_HIT
 from gateway.metrics import Metrics
 from gateway.resolve import ModelRef
@@ -21,6 +23,7 @@ from gateway.triton.upstream import UpstreamPool, UpstreamResponse
 BodyBuilder = Callable[[ModelEntry], bytes | Awaitable[bytes]]
 """A body that needs the loaded model (CSV needs its input); awaitable when built off-loop."""
 ConfirmGone = Callable[[ModelEntry], Awaitable[bool]]
+StubDied = Callable[[ModelEntry, str], Awaitable[bool]]
 
 
 @lru_cache(maxsize=65536)
@@ -46,6 +49,7 @@ class InferenceService:
         metrics: Metrics,
         confirm_gone: ConfirmGone,
         health: TritonHealth | None = None,
+        stub_died: StubDied | None = None,
     ) -> None:
         self._health = health or TritonHealth(up=True)
         """Down while Triton restarts or hangs: fail at once rather than wait on it."""
@@ -53,6 +57,7 @@ class InferenceService:
         self._loader = loader
         self._upstream = upstream
         self._confirm_gone = confirm_gone
+        self._stub_died = stub_died
         self._hit = metrics.cache_hits.inc
         self._miss = metrics.cache_misses.inc
         self._waited = metrics.loading_wait.observe
@@ -93,6 +98,25 @@ class InferenceService:
                 response = await self._upstream.request(
                     "POST", infer_path(ref.triton_name, version), payload, headers
                 )
+            if response.status == 500 and dead_stub(response.status, response.body):
+                await self._lost_process(ref, entry, response)
             if not (_maybe_vanished(response) and await self._confirm_gone(entry)):
                 return entry, response
         return entry, response
+
+    async def _lost_process(
+        self, ref: ModelRef, entry: ModelEntry, response: UpstreamResponse
+    ) -> None:
+        """Triton says the instance that took this request has lost its process: the model
+        is reloaded, and this request is told to retry (it may have run when the process
+        died, so it is not sent again here). Requests after it wait for the reload."""
+        evidence = response.body[:300].decode("utf-8", "replace")
+        if self._stub_died is None or not await self._stub_died(entry, evidence):
+            return  # Triton's answer stands
+        failure = self._registry.failure(ref.triton_name)
+        if failure is not None:
+            raise failure.copy()  # it keeps crashing
+        raise ServiceUnavailable(
+            f"Model '{ref.name}' lost its process while serving this request; it is being "
+            "reloaded: retry the request."
+        )

@@ -78,6 +78,18 @@ class Metrics:
             "mme_model_evictions", "Models evicted, by tier.", ["tier"], registry=r
         )
         self.failed_loads = Counter("mme_model_load_failures", "Loads that failed.", registry=r)
+        self.repairs = Counter(
+            "mme_model_repairs",
+            "Loaded models reloaded because a process of theirs died, by what showed it: "
+            "stub_error (Triton's answer) or stub_gone (the process scan).",
+            ["reason"],
+            registry=r,
+        )
+        self.crash_loops = Counter(
+            "mme_model_crash_loops",
+            "Models given a failure record instead of another repair (they keep crashing).",
+            registry=r,
+        )
         self.build_info = Gauge(
             "mme_gateway_build_info",
             "1, labelled with the build of the request path: compiled (mypyc) or python.",

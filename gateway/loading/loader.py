@@ -32,7 +32,8 @@ from gateway.loading.autoscale import limits
 from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import EvictionPolicy
 from gateway.loading.labels import write_label
-from gateway.loading.registry import Loaded, ModelEntry, Registry, loaded_from
+from gateway.loading.registry import Loaded, ModelEntry, ModelState, Registry, loaded_from
+from gateway.loading.repair import CrashWindow
 from gateway.metrics import Metrics
 from gateway.resolve import ModelRef
 from gateway.settings import Settings
@@ -91,6 +92,7 @@ class Loader:
         self._strays: set[str] = set()
         """Failed loads whose unload failed too: Triton may still hold them, untracked."""
         self._on_stray: Callable[[], None] | None = None
+        self._crashes = CrashWindow()
 
     def on_stray(self, hook: Callable[[], None]) -> None:
         """Call ``hook`` once a load has ended leaving a model in Triton that the registry
@@ -284,6 +286,66 @@ class Loader:
             specs(metadata.get("outputs", [])),
             int(completed.get("max_batch_size", 0)),
         )
+
+    # repairs (loading/repair.py)
+
+    def repair(self, entry: ModelEntry, reason: str, evidence: str) -> bool:
+        """Reload a READY model whose processes died, in place and single-flight: requests
+        for it wait meanwhile as for a load (429 past their deadline). False, and nothing
+        started, when it is not READY, is already reloading or scaling, or keeps crashing
+        (then it gets a failure record instead)."""
+        name = entry.ref.triton_name
+        if (
+            self._registry.get(name) is not entry
+            or entry.state is not ModelState.READY
+            or entry.scaling
+            or name in self._tasks
+        ):
+            return False
+        self._registry.broken(entry)
+        if not self._crashes.allow(name):
+            self._give_up(entry, evidence)
+            return False
+        self._metrics.repairs.labels(reason=reason).inc()
+        log.warning(
+            "model %s lost a process (%s: %s): reloading it", entry.ref.name, reason, evidence
+        )
+        task = asyncio.create_task(self._reload(entry), name=f"repair:{name}")
+        self._tasks[name] = task
+        task.add_done_callback(partial(self._forget, name))
+        return True
+
+    def _give_up(self, entry: ModelEntry, evidence: str) -> None:
+        crashes = self._crashes
+        error = ModelError(
+            f"Model '{entry.ref.name}' keeps crashing: its process died {crashes.limit + 1} "
+            f"times within {crashes.window:.0f} s; it is not reloaded again for "
+            f"{self._settings.load_failure_ttl:.0f} s.",
+            original_status=500,
+            original_message=evidence,
+        )
+        self._metrics.crash_loops.inc()
+        log.error("model %s keeps crashing (%s): failed for now", entry.ref.name, evidence)
+        self._registry.failed(entry, error, self._settings.load_failure_ttl)
+
+    async def _reload(self, entry: ModelEntry) -> ModelEntry:
+        slot = _Slot(self._slots)
+        await slot.take()
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._settings.model_load_timeout):
+                await self._control.load(entry.ref.triton_name, entry.config_json or None)
+        except ModelError as exc:
+            self._registry.failed(entry, exc, self._settings.load_failure_ttl)
+            raise
+        except BaseException:
+            self._registry.abandon(entry)  # Triton may still hold it: the reconciler adopts it
+            raise
+        finally:
+            slot.give()
+        self._registry.repaired(entry)
+        log.info("model %s repaired in %.3f s", entry.ref.name, time.perf_counter() - started)
+        return entry
 
     async def close(self) -> None:
         """Cancel and await every load still running (the app's cleanup)."""

@@ -6,16 +6,22 @@ costs nothing lasting:
 - a model the registry holds READY that Triton no longer shows READY is forgotten;
 - a model Triton holds READY in the gateway's repository but the registry does not track
   is adopted (its folder's label says which target it is), or unloaded if it has none;
-- what each loaded model holds is read again where its processes can be told apart.
-An error body from Triton ("unknown model") is only a hint: ``confirm_gone`` asks Triton
-before anything is forgotten.
+- what each loaded model holds is read again where its processes can be told apart;
+- a loaded Python-backend model with fewer stub processes than instances lost one, and is
+  repaired (loading/repair.py).
+An error body from Triton ("unknown model", a dead stub) is only a hint: ``confirm_gone``
+asks Triton before anything is forgotten, and ``stub_died`` reads the process tree, where it
+can see it, before a model is reloaded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import suppress
+
+import orjson
 
 from gateway.background import Background
 from gateway.errors import GatewayError
@@ -25,6 +31,7 @@ from gateway.loading.eviction import EvictionPolicy
 from gateway.loading.labels import read_label
 from gateway.loading.loader import Loader
 from gateway.loading.registry import ModelEntry, ModelState, Registry, loaded_from
+from gateway.memory.host import SERVER
 from gateway.settings import Settings
 from gateway.store.cache import tree_bytes
 from gateway.triton.client import TritonControl
@@ -111,6 +118,18 @@ class Reconciler:
         self._forget(entry)
         return True
 
+    async def stub_died(self, entry: ModelEntry, evidence: str) -> bool:
+        """Triton answered that a process of the model died. True when the model is now
+        being reloaded, or has been given up on as crashing; where Triton's process tree is
+        in sight it must agree first (a stub short of the instances)."""
+        if entry.state is ModelState.READY:
+            pids = await self._capacity.scan()
+            if SERVER in pids and not _stubs_missing(entry, pids):
+                return False
+            self._loader.repair(entry, "stub_error", evidence)
+        name = entry.ref.triton_name
+        return self._loader.is_loading(name) or self._registry.failure(name) is not None
+
     async def once(self) -> None:
         before = {e.ref.triton_name: e for e in self._registry.loaded()}
         seen = {e.ref.triton_name for e in self._registry.entries()} | set(self._loader.loading())
@@ -173,10 +192,26 @@ class Reconciler:
         log.info("adopted %s, which Triton already holds", ref.name)
 
     async def _measure(self) -> None:
-        """Readings beat bookkeeping: what each loaded model's own processes hold now."""
+        """Readings beat bookkeeping: what each loaded model's own processes hold now, and
+        whether they are all still there."""
+        scanned = time.monotonic()
         pids = await self._capacity.scan()
         for entry in self._registry.loaded():
+            if SERVER in pids and entry.ready_since < scanned and _stubs_missing(entry, pids):
+                found = len(pids.get(entry.ref.triton_name, []))
+                evidence = f"{found} of {entry.instances} stub processes running"
+                self._loader.repair(entry, "stub_gone", evidence)
+                continue
             held = await self._capacity.held(entry.ref.triton_name, pids=pids)
             if held and entry.state is ModelState.READY and not entry.scaling:
                 self._registry.measured(entry, held)
                 self._capacity.remember(entry.ref.triton_name, held)
+
+
+def _stubs_missing(entry: ModelEntry, pids: dict[str, list[int]]) -> bool:
+    """A Python-backend model runs one stub process per instance: fewer means one died."""
+    if entry.scaling or not entry.config_json:
+        return False
+    if orjson.loads(entry.config_json).get("backend") != "python":
+        return False
+    return len(pids.get(entry.ref.triton_name, [])) < entry.instances

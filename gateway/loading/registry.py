@@ -4,19 +4,21 @@ Each model the gateway knows has one ``ModelEntry``; this module is its only wri
 modules read entries and ask for transitions, which check that they are legal and raise
 ``IllegalTransition`` if not::
 
-                 begin            fetched            became_ready
+                 begin            fetched   became_ready / repaired
       (gone) ──────────▶ DOWNLOADING ─────▶ LOADING ─────────────▶ READY ◀──┐
-        ▲  ▲                 │                 │                    │ │ │   │ begin_scaling /
-        │  │     abandon     │                 │   adopt            │ │ └───┘ end_scaling,
-        │  └─────────────────┴─────────────────┘   (reconcile) ─────┘ │       hold / release,
-        │                    │ failed(error, ttl)                     │       pin (in flight)
-        │                    ▼                                        │ start_unload
+        ▲  ▲                 │               │ ▲                    │ │ │   │ begin_scaling /
+        │  │     abandon     │               │ └──── broken ────────┤ │ └───┘ end_scaling,
+        │  └─────────────────┴───────────────┘   (its stub died)    │ │       hold / release,
+        │                    │ failed(error, ttl)     adopt ────────┘ │       pin (in flight)
+        │                    ▼                    (reconcile)         │ start_unload
         │  expired        FAILED                                      ▼ (idle, not held)
         └────────────────────┘                                    UNLOADING
         ◀──────────────────────────────── unloaded / vanished ────────┘
 
     reset(): every entry is gone (Triton restarted and forgot every model).
     vanished(): Triton's repository index no longer shows a READY model as READY.
+    broken() / repaired(): a READY model lost a process and is reloaded in place
+    (loading/repair.py); requests wait for it meanwhile as for any load.
 
 A FAILED entry answers its error at once until it expires, so a model Triton rejects is
 not downloaded and loaded again by every request. Transitions never await: under asyncio
@@ -112,6 +114,8 @@ class ModelEntry:
     pin: _Pin = field(init=False, repr=False)
     idle: asyncio.Event | None = None
     """Set when the last request in flight ends (only while someone waits for it)."""
+    ready_since: float = 0.0
+    """When Triton last (re)loaded it: a process scan begun earlier may predate its stubs."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -262,13 +266,14 @@ class Registry:
         self._expect(entry, "became_ready", ModelState.LOADING)
         self._describe(entry, loaded)
         entry.state = ModelState.READY
-        entry.last_used = self._clock()
+        entry.last_used = entry.ready_since = self._clock()
 
     def adopt(self, ref: ModelRef, loaded: Loaded) -> ModelEntry:
         """(gone) -> READY: Triton holds a model this gateway placed but did not track."""
         if ref.triton_name in self._entries:
             raise self._illegal(self._entries[ref.triton_name], "adopt")
         entry = ModelEntry(ref, state=ModelState.READY, last_used=self._clock())
+        entry.ready_since = entry.last_used
         entry.pin = _Pin(entry, self._idle)
         self._describe(entry, loaded)
         self._entries[ref.triton_name] = entry
@@ -296,6 +301,20 @@ class Registry:
             return
         self._expect(entry, "abandon", ModelState.DOWNLOADING, ModelState.LOADING)
         del self._entries[entry.ref.triton_name]
+
+    def broken(self, entry: ModelEntry) -> None:
+        """READY -> LOADING: it lost a process and is being reloaded in place. Requests in
+        flight keep their pins; they are failing already."""
+        self._expect(entry, "broken", ModelState.READY)
+        if entry.scaling:
+            raise self._illegal(entry, "broken (scaling: that reload replaces it)")
+        entry.state = ModelState.LOADING
+
+    def repaired(self, entry: ModelEntry) -> None:
+        """LOADING -> READY after ``broken``: reloaded, its description unchanged."""
+        self._expect(entry, "repaired", ModelState.LOADING)
+        entry.state = ModelState.READY
+        entry.ready_since = self._clock()
 
     def start_unload(self, entry: ModelEntry) -> None:
         """READY -> UNLOADING: only an idle, unheld model that is not scaling."""
@@ -338,6 +357,7 @@ class Registry:
         if not entry.scaling:
             raise self._illegal(entry, "end_scaling (not scaling)")
         entry.scaling = False
+        entry.ready_since = self._clock()  # reloaded: new stubs
         if entry.state is ModelState.READY:
             entry.instances = instances
             entry.config_json = config_json

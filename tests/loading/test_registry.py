@@ -113,3 +113,32 @@ def test_registry_idle_callback_and_waiters_fire_when_the_last_request_ends():
             pass
         assert idled == []
     assert idled == [entry]
+
+
+def test_registry_broken_model_waits_as_loading_and_repaired_keeps_its_description():
+    clock = Clock()
+    registry = Registry(clock=clock)
+    entry = _ready(registry)
+    assert entry.ready_since == 0.0
+    with entry.pin:  # a request in flight when its stub died keeps its pin
+        registry.broken(entry)
+        assert entry.state is ModelState.LOADING and entry.pins == 1
+        assert registry.ready(REF.triton_name) is None  # new requests wait for the reload
+    clock.now = 5.0
+    registry.repaired(entry)
+    assert entry.memory_bytes == 100 and entry.ready_since == 5.0
+    assert registry.ready(REF.triton_name) is entry
+
+
+def test_registry_broken_only_from_ready_and_not_while_scaling():
+    registry = Registry()
+    entry = registry.begin(REF)
+    with pytest.raises(IllegalTransition):
+        registry.broken(entry)  # DOWNLOADING
+    with pytest.raises(IllegalTransition):
+        registry.repaired(entry)  # not LOADING
+    registry.fetched(entry, 10, 0.1)
+    registry.became_ready(entry, LOADED)
+    registry.begin_scaling(entry)
+    with pytest.raises(IllegalTransition):
+        registry.broken(entry)  # the scaling reload replaces its stubs anyway

@@ -1,17 +1,29 @@
-"""OUTPUT0 = INPUT0 + OFFSET (a config parameter), after DELAY_S seconds if set."""
+"""OUTPUT0 = INPUT0 + OFFSET (a config parameter), after DELAY_S seconds if set.
+DIE_AFTER_S (if set): the stub SIGKILLs itself that long after each load, as a model that
+keeps crashing does."""
 
 import json
+import os
+import signal
+import threading
 import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
+def _param(params, key):
+    return float(params.get(key, {}).get("string_value", "0") or 0)
+
+
 class TritonPythonModel:
     def initialize(self, args):
         params = json.loads(args["model_config"]).get("parameters", {})
-        self.offset = float(params.get("OFFSET", {}).get("string_value", "0") or 0)
-        self.delay = float(params.get("DELAY_S", {}).get("string_value", "0") or 0)
+        self.offset = _param(params, "OFFSET")
+        self.delay = _param(params, "DELAY_S")
+        die_after = _param(params, "DIE_AFTER_S")
+        if die_after:
+            threading.Timer(die_after, os.kill, (os.getpid(), signal.SIGKILL)).start()
 
     def execute(self, requests):
         if self.delay:
