@@ -50,6 +50,8 @@ sys.path.insert(0, str(ROOT))
 from tests.servers import Gateway, free_port, triton_processes  # noqa: E402
 
 MiB = 1 << 20
+STUB_AIM_S = 10.0
+"""A model whose stub was killed answers correctly again within this."""
 KILL_AIM_S = 10.0
 HANG_MARGIN_S = 10.0
 ENOSPC_AIM_S = 30.0
@@ -363,6 +365,24 @@ class Soak:
         if self.wait(back, limit):
             fault.recovered_s = time.monotonic() - fault.injected
 
+    def stub_fault(self, fault: Fault) -> None:
+        """SIGKILL the hottest model's Python-backend stubs, as the OOM killer does: the
+        model must answer correctly again (the gateway reloads it)."""
+        from gateway.memory.host import pids_by_model
+        from gateway.resolve import resolve_target
+
+        triton = self.gateway.triton_pid()
+        name = resolve_target("m0.tar.gz").triton_name
+        stubs = pids_by_model(triton).get(name, []) if triton else []
+        if not stubs:
+            fault.note = "m0 not loaded at the time"
+            return
+        fault.injected = time.monotonic()
+        for pid in stubs:
+            os.kill(pid, signal.SIGKILL)
+        if self.wait(self.healthy, (fault.aim_s or 30) + 20):
+            fault.recovered_s = time.monotonic() - fault.injected
+
     def s3_fault(self, fault: Fault, inject: Callable[[], None]) -> None:
         if self.proxy is None:
             fault.note = "not run (no tests/faultproxy.py: local store)"
@@ -380,6 +400,8 @@ class Soak:
             self.triton_fault(fault, signal.SIGKILL)
         elif fault.name == "triton SIGSTOP (hang)":
             self.triton_fault(fault, signal.SIGSTOP)
+        elif fault.name == "stub SIGKILL (hottest model)":
+            self.stub_fault(fault)
         elif fault.name == "S3 5xx burst":
             self.s3_fault(fault, lambda: self.proxy.fail_next(4, status=503))
         elif fault.name == "S3 body cut short":
@@ -418,6 +440,7 @@ def schedule(config: Config) -> list[Fault]:
     return [
         Fault("triton SIGKILL", 0.15, KILL_AIM_S),
         Fault("triton SIGSTOP (hang)", 0.35, config.liveness_s + HANG_MARGIN_S),
+        Fault("stub SIGKILL (hottest model)", 0.55, STUB_AIM_S),
         Fault("S3 5xx burst", 0.70, None),
         Fault("S3 body cut short", 0.80, None),
         Fault("ENOSPC during extraction", 0.90, ENOSPC_AIM_S),

@@ -334,6 +334,9 @@ class Loader:
         started = time.perf_counter()
         try:
             async with asyncio.timeout(self._settings.model_load_timeout):
+                # Triton skips a load whose config it already runs; after an unload (left
+                # hanging in UNLOADING by the dead stub) the load is a real one.
+                await self._control.unload(entry.ref.triton_name)
                 await self._control.load(entry.ref.triton_name, entry.config_json or None)
         except ModelError as exc:
             self._registry.failed(entry, exc, self._settings.load_failure_ttl)

@@ -3,9 +3,10 @@
 Triton keeps a model READY after its Python-backend stub is killed (the OOM killer, a crash in
 the model's code) and answers every request for it with 500 "Stub process '<instance>' is not
 healthy." until it is reloaded (triton-inference-server/server #7230, #8604; automatic stub
-restart is an open proposal, python_backend #431). Unloading such a model hangs in UNLOADING,
-but a ``load_model`` of it reloads it in about a second, with new stubs: that reload is the
-repair (``Loader.repair``). Two signs start one:
+restart is an open proposal, python_backend #431). Unloading such a model leaves it hanging in
+UNLOADING, and a ``load_model`` of it alone is a no-op (Triton runs that config already); an
+unload then a load reloads it in about a second, with new stubs: that is the repair
+(``Loader.repair``). Two signs start one:
 - Triton's own error text for a dead stub, on the request path (``dead_stub``);
 - fewer stub processes than instances in Triton's process tree (the reconciler's scan).
 

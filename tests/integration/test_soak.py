@@ -34,4 +34,5 @@ def test_soak_short_all_aims_pass():
     assert "PASS  wrong answers = 0" in report
     assert "MISS" not in report
     assert "PASS  triton SIGKILL recovered" in report
+    assert "PASS  stub SIGKILL (hottest model) recovered" in report
     assert "PASS  processes left = 0" in report
