@@ -98,7 +98,7 @@ class InferenceService:
                 response = await self._upstream.request(
                     "POST", infer_path(ref.triton_name, version), payload, headers
                 )
-            if response.status == 500 and dead_stub(response.status, response.body):
+            if response.status == 500 and dead_stub(response.body):  # one int compare on 200s
                 await self._lost_process(ref, entry, response)
             if not (_maybe_vanished(response) and await self._confirm_gone(entry)):
                 return entry, response

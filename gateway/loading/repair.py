@@ -33,9 +33,9 @@ MAX_REPAIRS = 3
 REPAIR_WINDOW_S = 300.0
 
 
-def dead_stub(status: int, body: bytes) -> bool:
-    """Triton answered that the instance serving the request has lost its process."""
-    return status == 500 and _DEAD_STUB.search(body) is not None
+def dead_stub(body: bytes) -> bool:
+    """A 500 from Triton says the instance serving the request has lost its process."""
+    return _DEAD_STUB.search(body) is not None
 
 
 class CrashWindow:
