@@ -38,6 +38,7 @@ from gateway.keys import (
     MANAGEMENT,
     METRICS,
     POLICY,
+    RECLAIMER,
     RECOVERY,
     REGISTRY,
     SERVICE,
@@ -52,6 +53,7 @@ from gateway.loading.autoscale import Autoscaler
 from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import make_policy
 from gateway.loading.loader import Loader
+from gateway.loading.reclaim import Reclaimer
 from gateway.loading.reconcile import Reconciler
 from gateway.loading.registry import Registry
 from gateway.log import AccessLog
@@ -91,6 +93,9 @@ def _triton_down(app: web.Application) -> None:
     """Triton is gone and has forgotten every model: snapshot the hot set, reset.
     Requests still waiting on it are answered now (a hung external Triton never would)."""
     app[UPSTREAM].abort_all(app[TRITON_HEALTH].unavailable)
+    reclaimer = app.get(RECLAIMER)
+    if reclaimer is not None:
+        reclaimer.reset()  # whatever the old Triton kept went with it
     recovery = app.get(RECOVERY)
     if recovery is None:  # still starting: nothing was loaded
         app[REGISTRY].reset()
@@ -244,6 +249,14 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     if settings.model_cache == "disabled":
         registry.when_idle(capacity.unload_soon)
+    supervisor = app.get(SUPERVISOR)
+    reclaimer = app[RECLAIMER] = Reclaimer(
+        settings.reclaim_threshold,
+        app[METRICS],
+        supervisor.restart if supervisor is not None else None,
+        registry.busy,
+    )
+    capacity.after_unload(reclaimer.unloaded)
     reconciler = Reconciler(settings, registry, app[CONTROL], capacity, loader, app[POLICY])
     app[SERVICE] = InferenceService(
         registry,
@@ -266,6 +279,7 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
     if settings.autoscale:
         autoscaler.start()
     yield
+    await reclaimer.close()
     await recovery.close()
     await autoscaler.stop()
     await reconciler.stop()

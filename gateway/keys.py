@@ -9,6 +9,7 @@ from gateway.inference import InferenceService
 from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import EvictionPolicy
 from gateway.loading.loader import Loader
+from gateway.loading.reclaim import Reclaimer
 from gateway.loading.registry import Registry
 from gateway.management import Management
 from gateway.metrics import Metrics
@@ -38,3 +39,4 @@ VARIANTS = web.AppKey("variants", Variants)
 AUTH = web.AppKey("auth", Authorizer)
 TRITON_HEALTH = web.AppKey("triton_health", TritonHealth)
 RECOVERY = web.AppKey("recovery", Recovery)
+RECLAIMER = web.AppKey("reclaimer", Reclaimer)

@@ -85,6 +85,13 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.unreturned = Gauge(
+            "mme_unreturned_memory_bytes",
+            "Memory that unloads did not give back since Triton started, by the readings, "
+            "per memory kind (reclaimed by a restart past --reclaim-threshold).",
+            ["kind"],
+            registry=r,
+        )
         self.crash_loops = Counter(
             "mme_model_crash_loops",
             "Models given a failure record instead of another repair (they keep crashing).",

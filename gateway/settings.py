@@ -103,6 +103,10 @@ class Settings:
     memory_budget: int = 0
     """Bytes of host memory Triton's processes may use (GiB/MiB suffixes); 0: half of what is
     available at start. Governs every model on hosts without a GPU, and CPU-only models."""
+    reclaim_threshold: float = 0.1
+    """Share of a memory kind's total (the host budget, or the GPUs' memory) that unloads may
+    fail to give back, by the readings, before the embedded Triton is restarted at a quiet
+    moment to reclaim it (an external Triton: a warning in the log); 0: never."""
     memory_headroom: str = "5%"
     """Kept free on each memory kind beyond the models' needs: a share of its total (the
     budget, or the GPU's memory) such as 5%, or a size such as 256MiB."""

@@ -51,6 +51,8 @@ RELEASE_WAIT_S = 3.0
 """How long to wait for an unloaded model's memory to show up as free."""
 POLL_S = 0.05
 
+AfterUnload = Callable[[str, str, int, int, int], None]
+"""(kind, model name, footprint, bytes freed by the readings, the kind's total)."""
 Pids = Callable[[], Awaitable[dict[str, list[int]]]]
 """Triton model name -> the processes serving it (one scan of Triton's process tree)."""
 
@@ -98,6 +100,17 @@ class Capacity:
         """What tritonserver's own process held, per memory kind, while no model was loaded."""
         self._footprints: dict[str, int] = {}
         """Measured memory per Triton model name, remembered across unloads."""
+        self._changes = 0
+        """Loads into Triton and unloads begun: an unload's readings are its own if none
+        began meanwhile (a load waiting for room starts only once its victims are gone)."""
+        self._loading: dict[str, int] = {}
+        """Loads under way in Triton, per memory kind."""
+        self._after_unload: AfterUnload | None = None
+
+    def after_unload(self, hook: AfterUnload) -> None:
+        """Call ``hook(kind, name, footprint, freed, total)`` after each unload that overlapped
+        no load or other unload: what the readings say it gave back (loading/reclaim.py)."""
+        self._after_unload = hook
 
     # the ledger
 
@@ -170,7 +183,12 @@ class Capacity:
             reservation.promised = 0
             if not own_processes:
                 reservation.before = await monitor.snapshot()
-            yield reservation
+            self._changes += 1
+            self._loading[kind] = self._loading.get(kind, 0) + 1
+            try:
+                yield reservation  # Triton loads it now
+            finally:
+                self._loading[kind] -= 1
         finally:
             self._ledger.discard(reservation)
 
@@ -355,14 +373,24 @@ class Capacity:
             entry = self._registry.get(triton_name)
             if entry is not None and entry.state is ModelState.READY:
                 self._registry.start_unload(entry)  # no new request can pin it from now on
+            kind = entry.memory_kind if entry is not None else ""
+            alone = not self._unloads and not self._loading.get(kind)
+            self._changes += 1
             task = asyncio.create_task(
-                self._unload(triton_name, entry), name=f"unload:{triton_name}"
+                self._unload(triton_name, entry, self._changes if alone else -1),
+                name=f"unload:{triton_name}",
             )
             self._unloads[triton_name] = task
             task.add_done_callback(lambda _: self._unloads.pop(triton_name, None))
         return task
 
-    async def _unload(self, triton_name: str, entry: ModelEntry | None) -> None:
+    async def _unload(self, triton_name: str, entry: ModelEntry | None, changes: int) -> None:
+        """``changes``: the count of loads and unloads begun, with this one, if none was in
+        progress when it began (else -1: its readings would not be its own)."""
+        monitor = None
+        if entry is not None and changes >= 0 and self._after_unload is not None:
+            monitor = self.monitors.get(entry.memory_kind)
+        before = await monitor.snapshot() if monitor is not None else None
         started = time.perf_counter()
         try:
             await self._control.unload(triton_name)
@@ -376,6 +404,12 @@ class Capacity:
             self._registry.unloaded(entry)
         self._policy.record_evict(triton_name)
         await self.wait_gone(triton_name)
+        if monitor is not None and before is not None and self._changes == changes:
+            after = await monitor.snapshot()
+            if self._after_unload is not None and entry is not None and self._changes == changes:
+                freed = before.used - after.used
+                footprint = entry.memory_bytes
+                self._after_unload(entry.memory_kind, entry.ref.name, footprint, freed, after.total)
 
     async def wait_gone(self, triton_name: str) -> None:
         """Until the model's own processes have exited (bounded): Triton reports an unload

@@ -207,6 +207,10 @@ class Registry:
         """Least recently used first."""
         return sorted(self._entries.values(), key=lambda e: e.last_used)
 
+    def busy(self) -> bool:
+        """A request is in flight for some model."""
+        return any(e.pins for e in self._entries.values())
+
     def loaded(self) -> list[ModelEntry]:
         return [e for e in self._entries.values() if e.state is ModelState.READY]
 

@@ -2,12 +2,16 @@
 
 Python-backend models run in stub processes that share memory with tritonserver, so RSS
 would count shared pages once per process. PSS (proportional set size, from
-/proc/<pid>/smaps_rollup) splits them, so the tree's sum is its real footprint.
+/proc/<pid>/smaps_rollup) splits them, so the tree's sum is its real footprint. Where
+tritonserver leads its own process group (the embedded one does), the group's other members
+count too: a process a model started outlives its stub's exit there, reparented out of the
+tree, and still holds host memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -41,18 +45,43 @@ SERVER = ""
 
 def pids_by_model(root: int) -> dict[str, list[int]]:
     """The processes of Triton's tree that serve each model: a Python-backend instance is a
-    stub process whose first argument is its model's file (``.../<name>/<version>/model.py``).
-    The server itself is listed under SERVER."""
+    stub process whose first argument is its model's file (``.../<name>/<version>/model.py``),
+    with whatever processes that stub started. The server itself is listed under SERVER."""
     found: dict[str, list[int]] = {SERVER: [root]}
-    for pid in tree(root)[1:]:
+    for pid in _children(root):
         try:
             argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         parts = argv[1].decode(errors="replace").split("/") if len(argv) > 1 else []
         if len(parts) >= 3 and parts[-1].endswith(".py"):
-            found.setdefault(parts[-3], []).append(pid)
+            found.setdefault(parts[-3], []).extend(tree(pid))
     return found
+
+
+def group_members(pgid: int) -> list[int]:
+    """Processes in the process group ``pgid`` (one pass over /proc)."""
+    members = []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
+def triton_processes(root: int) -> set[int]:
+    """Triton's tree, and its process group's members where it leads one."""
+    found = set(tree(root))
+    try:
+        leads = os.getpgid(root) == root
+    except OSError:
+        return found
+    return found | set(group_members(root)) if leads else found
 
 
 def pss_bytes(pid: int) -> int:
@@ -119,7 +148,7 @@ class HostMonitor:
 
     def read(self) -> MemorySnapshot:
         pid = self._root_pid()
-        used = sum(pss_bytes(p) for p in tree(pid)) if pid else 0
+        used = sum(pss_bytes(p) for p in triton_processes(pid)) if pid else 0
         return MemorySnapshot("host", (DeviceMemory(index=0, total=self.budget, used=used),))
 
     async def snapshot(self) -> MemorySnapshot:

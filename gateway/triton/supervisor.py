@@ -164,6 +164,16 @@ class TritonSupervisor:
             return f"exited with code {exited.result()}"
         return f"did not answer its liveness check for {hung.result():.1f} s (hung)"
 
+    def restart(self, reason: str) -> None:
+        """End the running server and its whole process group (what models left behind
+        too); the watcher starts a new one as after a crash, and the hot set is reloaded."""
+        proc = self._proc
+        if self._stopping or proc is None or proc.returncode is not None:
+            return
+        log.warning("restarting tritonserver: %s", reason)
+        self.health.up = False
+        _kill_group(proc.pid)
+
     async def stop(self) -> None:
         self._stopping = True
         self.health.up = False

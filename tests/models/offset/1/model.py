@@ -1,10 +1,14 @@
 """OUTPUT0 = INPUT0 + OFFSET (a config parameter), after DELAY_S seconds if set.
 DIE_AFTER_S (if set): the stub SIGKILLs itself that long after each load, as a model that
-keeps crashing does."""
+keeps crashing does. LEAK_MB (if set): the model starts a process holding that much memory,
+which outlives the model's unload (it stays in Triton's process group)."""
 
 import json
 import os
+import shutil
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -24,6 +28,15 @@ class TritonPythonModel:
         die_after = _param(params, "DIE_AFTER_S")
         if die_after:
             threading.Timer(die_after, os.kill, (os.getpid(), signal.SIGKILL)).start()
+        leak_mb = int(_param(params, "LEAK_MB"))
+        if leak_mb:
+            code = (
+                f"ballast = b'x' * ({leak_mb} << 20); print('held', flush=True); "
+                "import time; time.sleep(600)  # mme-leftover"
+            )
+            python = shutil.which("python3") or sys.executable
+            self.leftover = subprocess.Popen([python, "-c", code], stdout=subprocess.PIPE)
+            self.leftover.stdout.readline()  # its memory is touched before the load ends
 
     def execute(self, requests):
         if self.delay:
