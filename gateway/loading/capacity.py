@@ -403,23 +403,24 @@ class Capacity:
         if entry is not None:
             self._registry.unloaded(entry)
         self._policy.record_evict(triton_name)
-        await self.wait_gone(triton_name)
-        if monitor is not None and before is not None and self._changes == changes:
+        gone = await self.wait_gone(triton_name)  # a stub still exiting is not a leak
+        if gone and monitor is not None and before is not None and self._changes == changes:
             after = await monitor.snapshot()
             if self._after_unload is not None and entry is not None and self._changes == changes:
                 freed = before.used - after.used
                 footprint = entry.memory_bytes
                 self._after_unload(entry.memory_kind, entry.ref.name, footprint, freed, after.total)
 
-    async def wait_gone(self, triton_name: str) -> None:
-        """Until the model's own processes have exited (bounded): Triton reports an unload
-        done before its stubs have given their memory back."""
+    async def wait_gone(self, triton_name: str) -> bool:
+        """Until the model's own processes have exited (bounded; False if they have not):
+        Triton reports an unload done before its stubs have given their memory back."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RELEASE_WAIT_S
         while loop.time() < deadline:
             if triton_name not in await self._pids_by_model():
-                return
+                return True
             await asyncio.sleep(POLL_S)
+        return False
 
     def unloading(self, triton_name: str) -> bool:
         return triton_name in self._unloads
