@@ -122,6 +122,8 @@ def _scrape() -> list[Metric]:
     metrics.evictions.labels(tier="disk").inc()
     metrics.evictions.labels(tier="memory").inc()
     metrics.build_info.labels(hot_path="compiled").set(1)
+    metrics.repairs.labels(reason="stub_gone").inc()
+    metrics.unreturned.labels(kind="host").set(1 << 20)
     return list(text_string_to_metric_families(generate_latest(metrics.registry).decode()))
 
 
