@@ -95,23 +95,28 @@ class InferenceService:
                 else:
                     built = body(entry)
                     payload = built if isinstance(built, bytes) else await built
+                loaded_at = entry.ready_since
                 response = await self._upstream.request(
                     "POST", infer_path(ref.triton_name, version), payload, headers
                 )
             if response.status == 500 and dead_stub(response.body):  # one int compare on 200s
-                await self._lost_process(ref, entry, response)
+                await self._lost_process(ref, entry, response, loaded_at)
             if not (_maybe_vanished(response) and await self._confirm_gone(entry)):
                 return entry, response
         return entry, response
 
     async def _lost_process(
-        self, ref: ModelRef, entry: ModelEntry, response: UpstreamResponse
+        self, ref: ModelRef, entry: ModelEntry, response: UpstreamResponse, loaded_at: float
     ) -> None:
         """Triton says the instance that took this request has lost its process: the model
         is reloaded, and this request is told to retry (it may have run when the process
-        died, so it is not sent again here). Requests after it wait for the reload."""
+        died, so it is not sent again here). Requests after it wait for the reload. An answer
+        that arrives once the model was reloaded since the request was sent speaks of the
+        processes replaced: retry too."""
         evidence = response.body[:300].decode("utf-8", "replace")
-        if self._stub_died is None or not await self._stub_died(entry, evidence):
+        if entry.ready_since == loaded_at and (
+            self._stub_died is None or not await self._stub_died(entry, evidence)
+        ):
             return  # Triton's answer stands
         failure = self._registry.failure(ref.triton_name)
         if failure is not None:
