@@ -419,10 +419,13 @@ class Soak:
         self.next_cold += 1
         filler = self.models_fs / "filler"
         fault.injected = time.monotonic()
-        with filler.open("wb") as out, contextlib.suppress(OSError):
-            while True:  # until the filesystem is full (ENOSPC)
-                out.write(b"\0" * (1 << 20))
-                out.flush()
+        # Until the filesystem is full (ENOSPC); then again in small writes after a pause,
+        # for the room other clients' failed downloads give back as they are removed.
+        for chunk, pause in ((1 << 20, 0.3), (4096, 0.0)):
+            with filler.open("ab", buffering=0) as out, contextlib.suppress(OSError):
+                while True:
+                    out.write(b"\0" * chunk)
+            time.sleep(pause)
         status, _ = self.probe.sagemaker(model, 1.0)
         # Its own download's folder (named by its Triton name): other clients' downloads may
         # be in .incoming at this moment, rightly.
