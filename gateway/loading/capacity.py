@@ -38,7 +38,7 @@ from gateway.errors import InsufficientMemory, ServiceUnavailable
 from gateway.loading.eviction import EvictionPolicy, Resident
 from gateway.loading.registry import ModelEntry, ModelState, Registry
 from gateway.memory.base import MemoryMonitor, MemorySnapshot
-from gateway.memory.host import SERVER
+from gateway.memory.host import Processes
 from gateway.metrics import Metrics
 from gateway.resolve import ModelRef
 from gateway.settings import Settings
@@ -53,7 +53,7 @@ POLL_S = 0.05
 
 AfterUnload = Callable[[str, str, int, int, int], None]
 """(kind, model name, footprint, bytes freed by the readings, the kind's total)."""
-Pids = Callable[[], Awaitable[dict[str, list[int]]]]
+Pids = Callable[[], Awaitable[Processes]]
 """Triton model name -> the processes serving it (one scan of Triton's process tree)."""
 
 
@@ -278,7 +278,7 @@ class Capacity:
         self,
         triton_name: str,
         kind: str = "",
-        pids: dict[str, list[int]] | None = None,
+        pids: Processes | None = None,
         loading: bool = False,
     ) -> int | None:
         """What the model holds by the readings (None: cannot tell): its own processes, plus
@@ -288,7 +288,7 @@ class Capacity:
         entry = self._registry.get(triton_name)
         kind = kind or (entry.memory_kind if entry else "host")
         pids = pids if pids is not None else await self._pids_by_model()
-        own = pids.get(triton_name)
+        own = pids.members.get(triton_name)
         if not own or kind not in self.monitors:
             return None
         held = await self.monitors[kind].held_by(own)
@@ -296,12 +296,11 @@ class Capacity:
             return None
         return held + await self._server_share(kind, pids, 1 if loading else 0)
 
-    async def _server_share(self, kind: str, pids: dict[str, list[int]], extra: int) -> int:
+    async def _server_share(self, kind: str, pids: Processes, extra: int) -> int:
         base = self._server_base.get(kind)
-        server = pids.get(SERVER)
-        if base is None or not server:
+        if base is None or pids.server is None:
             return 0
-        now = await self.monitors[kind].held_by(server) or 0
+        now = await self.monitors[kind].held_by([pids.server]) or 0
         loaded = sum(1 for e in self._registry.loaded() if e.memory_kind == kind) + extra
         return max(now - base, 0) // max(loaded, 1)
 
@@ -311,12 +310,12 @@ class Capacity:
             r.kind == kind for r in self._ledger
         ):
             return
-        server = (await self._pids_by_model()).get(SERVER)
-        held = await self.monitors[kind].held_by(server) if server else None
+        server = (await self._pids_by_model()).server
+        held = await self.monitors[kind].held_by([server]) if server is not None else None
         if held:
             self._server_base[kind] = held
 
-    async def scan(self) -> dict[str, list[int]]:
+    async def scan(self) -> Processes:
         return await self._pids_by_model()
 
     async def settle(self, ref: ModelRef, reservation: Reservation, base: int = 0) -> int:
@@ -417,7 +416,7 @@ class Capacity:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RELEASE_WAIT_S
         while loop.time() < deadline:
-            if triton_name not in await self._pids_by_model():
+            if triton_name not in (await self._pids_by_model()).members:
                 return True
             await asyncio.sleep(POLL_S)
         return False

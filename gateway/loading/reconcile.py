@@ -31,11 +31,13 @@ from gateway.loading.eviction import EvictionPolicy
 from gateway.loading.labels import read_label
 from gateway.loading.loader import Loader
 from gateway.loading.registry import ModelEntry, ModelState, Registry, loaded_from
-from gateway.memory.host import SERVER
+from gateway.memory.host import Processes
 from gateway.settings import Settings
 from gateway.store.cache import tree_bytes
 from gateway.triton.client import TritonControl
 from gateway.triton.repository import read_view
+
+STUB_EXIT_WAITS_S = (0.0, 0.05, 0.1, 0.2)
 
 log = logging.getLogger(__name__)
 
@@ -122,13 +124,24 @@ class Reconciler:
         """Triton answered that a process of the model died. True when the model is now
         being reloaded, or has been given up on as crashing; where Triton's process tree is
         in sight it must agree first (a stub short of the instances)."""
-        if entry.state is ModelState.READY:
-            pids = await self._capacity.scan()
-            if SERVER in pids and not _stubs_missing(entry, pids):
-                return False
+        if entry.state is ModelState.READY and not await self._stubs_all_there(entry):
             self._loader.repair(entry, "stub_error", evidence)
         name = entry.ref.triton_name
         return self._loader.is_loading(name) or self._registry.failure(name) is not None
+
+    async def _stubs_all_there(self, entry: ModelEntry) -> bool:
+        """The scan disagrees with Triton's word that a stub died. Triton can tell before the
+        process has finished exiting (its lock is released first), so a few looks over a
+        fraction of a second; and a repair that began meanwhile settles it."""
+        loaded_at = entry.ready_since
+        for pause in STUB_EXIT_WAITS_S:
+            await asyncio.sleep(pause)
+            pids = await self._capacity.scan()
+            if entry.state is not ModelState.READY or entry.ready_since != loaded_at:
+                return False  # being (or just) repaired: its new stubs prove nothing
+            if pids.server is None or _stubs_missing(entry, pids):
+                return False
+        return True
 
     async def once(self) -> None:
         before = {e.ref.triton_name: e for e in self._registry.loaded()}
@@ -197,8 +210,12 @@ class Reconciler:
         scanned = time.monotonic()
         pids = await self._capacity.scan()
         for entry in self._registry.loaded():
-            if SERVER in pids and entry.ready_since < scanned and _stubs_missing(entry, pids):
-                found = len(pids.get(entry.ref.triton_name, []))
+            if (
+                pids.server is not None
+                and entry.ready_since < scanned
+                and _stubs_missing(entry, pids)
+            ):
+                found = len(pids.stubs.get(entry.ref.triton_name, ()))
                 evidence = f"{found} of {entry.instances} stub processes running"
                 self._loader.repair(entry, "stub_gone", evidence)
                 continue
@@ -208,10 +225,10 @@ class Reconciler:
                 self._capacity.remember(entry.ref.triton_name, held)
 
 
-def _stubs_missing(entry: ModelEntry, pids: dict[str, list[int]]) -> bool:
+def _stubs_missing(entry: ModelEntry, pids: Processes) -> bool:
     """A Python-backend model runs one stub process per instance: fewer means one died."""
     if entry.scaling or not entry.config_json:
         return False
     if orjson.loads(entry.config_json).get("backend") != "python":
         return False
-    return len(pids.get(entry.ref.triton_name, [])) < entry.instances
+    return len(pids.stubs.get(entry.ref.triton_name, ())) < entry.instances

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway.memory.base import DeviceMemory, MemorySnapshot
@@ -39,15 +40,23 @@ def tree(pid: int) -> list[int]:
     return pids
 
 
-SERVER = ""
-"""Under this name (no model folder has it): tritonserver's own process."""
+@dataclass(frozen=True)
+class Processes:
+    """One scan of Triton's process tree. ``server`` is None when it is out of sight."""
+
+    server: int | None = None
+    stubs: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    """Per model: its stub processes, one per Python-backend instance."""
+    members: Mapping[str, Sequence[int]] = field(default_factory=dict)
+    """Per model: its stubs with whatever processes they started (what holds its memory)."""
 
 
-def pids_by_model(root: int) -> dict[str, list[int]]:
+def pids_by_model(root: int) -> Processes:
     """The processes of Triton's tree that serve each model: a Python-backend instance is a
     stub process whose first argument is its model's file (``.../<name>/<version>/model.py``),
-    with whatever processes that stub started. The server itself is listed under SERVER."""
-    found: dict[str, list[int]] = {SERVER: [root]}
+    with whatever processes that stub started."""
+    stubs: dict[str, list[int]] = {}
+    members: dict[str, list[int]] = {}
     for pid in _children(root):
         try:
             argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
@@ -55,8 +64,9 @@ def pids_by_model(root: int) -> dict[str, list[int]]:
             continue
         parts = argv[1].decode(errors="replace").split("/") if len(argv) > 1 else []
         if len(parts) >= 3 and parts[-1].endswith(".py"):
-            found.setdefault(parts[-3], []).extend(tree(pid))
-    return found
+            stubs.setdefault(parts[-3], []).append(pid)
+            members.setdefault(parts[-3], []).extend(tree(pid))
+    return Processes(root, stubs, members)
 
 
 def group_members(pgid: int) -> list[int]:
@@ -157,10 +167,10 @@ class HostMonitor:
     async def held_by(self, pids: Sequence[int]) -> int | None:
         return await asyncio.to_thread(lambda: sum(pss_bytes(p) for p in pids))
 
-    async def pids_by_model(self) -> dict[str, list[int]]:
+    async def pids_by_model(self) -> Processes:
         """Processes serving each model (none when Triton's processes are out of sight)."""
         return await asyncio.to_thread(self._scan)
 
-    def _scan(self) -> dict[str, list[int]]:
+    def _scan(self) -> Processes:
         root = self._root_pid()
-        return pids_by_model(root) if root else {}
+        return pids_by_model(root) if root else Processes()

@@ -117,7 +117,7 @@ def test_one_of_two_instances_killed_is_repaired_with_no_wrong_answer(tmp_path):
             served = clients.statuses[200]
             wait_for(lambda: clients.statuses[200] > served + 20, 30, "served again")
         assert not clients.errors, clients.errors[:3]
-        assert set(clients.statuses) <= {200, 503, 429}, clients.statuses
+        assert set(clients.statuses) <= {200, 503, 429}, (clients.statuses, clients.bodies)
     finally:
         gateway.stop()
 

@@ -60,8 +60,8 @@ def invoke(
             answer = json.loads(response.read())["outputs"][0]["data"][0]
             assert answer == x + 100 + model, f"m{model} answered {answer} for {x}"
             return response.status, dict(response.headers)
-    except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers)
+    except urllib.error.HTTPError as exc:  # the error's text too, for failures to show
+        return exc.code, {**dict(exc.headers), "body": exc.read()[:300].decode("utf-8", "replace")}
 
 
 def admin_models(gateway: Gateway) -> dict[str, dict[str, Any]]:
@@ -98,6 +98,7 @@ class Clients:
         self.gateway = gateway
         self.models = models
         self.statuses: Counter[int] = Counter()
+        self.bodies: dict[int, dict[str, str]] = {}  # each status's first answer, to show
         self.errors: list[BaseException] = []
         self.slowest = 0.0
         self._stop = threading.Event()
@@ -109,12 +110,13 @@ class Clients:
             n += 1
             started = time.monotonic()
             try:
-                status, _ = invoke(self.gateway, n % self.models, float(n))
+                status, body = invoke(self.gateway, n % self.models, float(n))
             except BaseException as exc:  # a wrong answer or a socket error: fails the test
                 self.errors.append(exc)
                 return
             self.slowest = max(self.slowest, time.monotonic() - started)
             self.statuses[status] += 1
+            self.bodies.setdefault(status, body)
 
     def __enter__(self) -> Clients:
         for thread in self._threads:

@@ -18,6 +18,7 @@ from gateway.loading.loader import Loader
 from gateway.loading.reconcile import Reconciler
 from gateway.loading.registry import Registry
 from gateway.memory.base import DeviceMemory, MemorySnapshot
+from gateway.memory.host import Processes
 from gateway.metrics import Metrics
 from gateway.resolve import ModelRef, resolve_target
 from gateway.settings import Settings
@@ -96,8 +97,9 @@ class FakeMonitor:
         names = list(TRUE_SIZE)
         return sum(TRUE_SIZE[names[p]] * self._triton.ready.get(names[p], 0) for p in pids)
 
-    async def pids_by_model(self) -> dict[str, list[int]]:
-        return {name: [list(TRUE_SIZE).index(name)] for name in self._triton.ready}
+    async def pids_by_model(self) -> Processes:
+        pids = {name: [list(TRUE_SIZE).index(name)] for name in self._triton.ready}
+        return Processes(None, pids, pids)
 
 
 class FakeCache:

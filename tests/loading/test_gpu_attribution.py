@@ -18,7 +18,7 @@ from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import make_policy
 from gateway.loading.registry import Registry
 from gateway.memory import nvml
-from gateway.memory.host import SERVER
+from gateway.memory.host import Processes
 from gateway.metrics import Metrics
 from gateway.resolve import resolve_target
 from gateway.settings import Settings
@@ -42,8 +42,8 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
 
 
 def _capacity(tmp_path: Path, monitor: nvml.NvmlMonitor, triton_name: str) -> Capacity:
-    async def pids_by_model() -> dict[str, list[int]]:
-        return {SERVER: [SERVER_PID], triton_name: [STUB_PID]}
+    async def pids_by_model() -> Processes:
+        return Processes(SERVER_PID, {triton_name: [STUB_PID]}, {triton_name: [STUB_PID]})
 
     return Capacity(
         Settings(cache_dir=tmp_path),

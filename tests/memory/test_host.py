@@ -17,8 +17,12 @@ def test_pids_by_model_finds_each_models_stub_processes(tmp_path: Path):
     for name in ("alpha-0123", "beta-4567"):
         script = tmp_path / name / "1" / "model.py"
         script.parent.mkdir(parents=True)
+        beta = name.startswith("beta")  # beta starts a helper process of its own
         script.write_text(
-            "import sys\nballast = b'x' * (8 << 20)\nprint('ready', flush=True)\nsys.stdin.read()\n"
+            ("import subprocess; helper = subprocess.Popen(['sleep', '60'])\n" if beta else "")
+            + "import sys\nballast = b'x' * (8 << 20)\nprint('ready', flush=True)\n"
+            + "sys.stdin.read()\n"
+            + ("helper.kill(); helper.wait()\n" if beta else "")
         )
         stub = subprocess.Popen(
             [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
@@ -27,8 +31,11 @@ def test_pids_by_model_finds_each_models_stub_processes(tmp_path: Path):
         assert stub.stdout is not None and stub.stdout.readline() == b"ready\n"
     try:
         found = pids_by_model(os.getpid())  # other tests' servers may be children too
-        assert found["alpha-0123"] == [stubs[0].pid]
-        assert found["beta-4567"] == [stubs[1].pid]
+        assert found.server == os.getpid()
+        assert found.stubs["alpha-0123"] == found.members["alpha-0123"] == [stubs[0].pid]
+        assert found.stubs["beta-4567"] == [stubs[1].pid]  # one instance, however many helpers
+        [helper] = set(found.members["beta-4567"]) - {stubs[1].pid}
+        assert Path(f"/proc/{helper}/cmdline").read_bytes().startswith(b"sleep")
         assert pss_bytes(stubs[0].pid) > 8 << 20  # its ballast is its own
     finally:
         for stub in stubs:
