@@ -112,8 +112,9 @@ class Settings:
     budget, or the GPU's memory) such as 5%, or a size such as 256MiB."""
     min_model_memory: int = 64 * 1024 * 1024
     """Smallest memory estimate for a model before its first load (per-instance overhead)."""
-    eviction_policy: str = "gdsf-decay"
-    """Which idle models to unload first: gdsf-decay (cost- and frequency-aware), gdsf, lru."""
+    eviction_policy: str = "gdsf-visits"
+    """Which idle models to unload first: gdsf-visits (cost-, size- and visit-rate-aware,
+    quick to follow shifts and deaf to one-off bursts), gdsf-decay, gdsf, lru."""
     unload_timeout: float = 60.0
     """Seconds an unload may take before it is reported as failed."""
     cache_disk_budget: int = 0

@@ -8,6 +8,8 @@ import pytest
 from gateway.loading.eviction import LRUPolicy
 from gateway.simulate import (
     MB,
+    PATTERNS,
+    Pattern,
     Trace,
     generate_trace,
     load_cost,
@@ -17,6 +19,8 @@ from gateway.simulate import (
     simulate_belady,
     simulate_policy,
 )
+
+SHIFT_EVERY_5K = Pattern("shift", shift_every=5000)
 
 
 def trace_of(sequence: str, sizes: dict[str, int]) -> Trace:
@@ -123,10 +127,80 @@ def test_main_prints_a_row_per_policy_for_a_csv_trace(tmp_path, capsys):
     assert "| belady | 0.4286 | 4 |" in out
 
 
-def test_main_sweep_prints_four_configurations(capsys):
+def test_main_sweep_prints_every_pattern_zipf_and_cache_cell_with_its_verdict(capsys):
     main(["--sweep", "--models", "40", "--requests", "3000"])
-    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 0.9")]
-    assert len(rows) == 2
+    rows = [line for line in capsys.readouterr().out.splitlines()[2:] if line.startswith("| ")]
+    assert len(rows) == len(PATTERNS) * 2 * 3
+    assert {row.split(" | ")[0][2:] for row in rows} == set(PATTERNS)
+    for row in rows:
+        verdict = row.rstrip(" |").rsplit("| ", 1)[1]
+        assert verdict == "PASS" or verdict.startswith("MISS ")
+
+
+def test_shift_reshuffles_popularity_every_k_requests():
+    trace = generate_trace(models=50, requests=20_000, zipf=1.2, seed=3, pattern=SHIFT_EVERY_5K)
+    tops = [int(np.bincount(trace.requests[i : i + 5000]).argmax()) for i in range(0, 20_000, 5000)]
+    assert len(set(tops)) >= 3  # the most popular model changes from one epoch to the next
+    still = generate_trace(models=50, requests=20_000, zipf=1.2, seed=3)
+    assert (
+        len(
+            {
+                int(np.bincount(still.requests[i : i + 5000]).argmax())
+                for i in range(0, 20_000, 5000)
+            }
+        )
+        == 1
+    )
+
+
+def test_drift_moves_only_the_given_fraction_of_ranks_at_a_time():
+    pattern = Pattern("drift", shift_every=1000, shift_fraction=0.1)
+    trace = generate_trace(models=200, requests=2000, zipf=1.2, seed=4, pattern=pattern)
+    base = generate_trace(models=200, requests=2000, zipf=1.2, seed=4)
+    assert np.array_equal(trace.requests[:1000], base.requests[:1000])
+    changed = np.mean(trace.requests[1000:] != base.requests[1000:])
+    assert 0 < changed < 0.2  # 20 of 200 models swapped places, most traffic unmoved
+
+
+def test_bursts_go_to_one_off_models_in_runs_of_the_given_length():
+    pattern = Pattern("burst", burst_fraction=0.2, burst_length=3)
+    trace = generate_trace(models=100, requests=30_000, zipf=0.9, seed=5, pattern=pattern)
+    assert len(trace.names) == len(trace.sizes) == 200 and trace.names[100] == "c00000"
+    cold = trace.requests >= 100
+    assert cold.mean() == pytest.approx(0.2, abs=0.01)
+    runs = np.flatnonzero(cold).reshape(-1, 3)  # every one-off run is three in a row
+    assert np.all(np.diff(runs, axis=1) == 1)
+    assert np.all(trace.requests[runs[:, 0]] == trace.requests[runs[:, 2]])
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--shift-fraction", "0"], ["--burst-fraction", "1.5"], ["--burst-length", "0"]],
+)
+def test_main_rejects_bad_pattern_knobs(flags, capsys):
+    with pytest.raises(SystemExit):
+        main(["--pattern", "shift", *flags])
+    assert "must be" in capsys.readouterr().err
+
+
+def test_main_pattern_preset_with_a_knob_changes_the_trace(capsys):
+    main(["--models", "50", "--requests", "4000", "--pattern", "burst", "--policies", "lru"])
+    preset = capsys.readouterr().out
+    main(
+        [
+            "--models",
+            "50",
+            "--requests",
+            "4000",
+            "--pattern",
+            "burst",
+            "--burst-fraction",
+            "0.5",
+            "--policies",
+            "lru",
+        ]
+    )
+    assert capsys.readouterr().out != preset
 
 
 def test_main_rejects_unknown_policy():

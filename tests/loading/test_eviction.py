@@ -10,8 +10,10 @@ from gateway.loading.eviction import (
     GDSFPolicy,
     LRUPolicy,
     Resident,
+    VisitRatePolicy,
     make_policy,
 )
+from gateway.settings import Settings
 
 ALL = sorted(POLICIES)
 
@@ -165,12 +167,65 @@ def test_decayed_gdsf_rescales_weights_without_overflow_or_reordering():
     assert policy.choose_victims(residents, 1) == ["b"]
 
 
+def requests(policy: EvictionPolicy, name: str, count: int) -> None:
+    """``count`` requests for a resident model (each one a tick of the policy's clock)."""
+    for _ in range(count):
+        policy.record_hit(name)
+
+
+def test_visits_a_burst_weighs_like_one_request_and_spread_requests_each_count():
+    policy = VisitRatePolicy(gap=10)
+    residents = loaded(policy, ("burst", 100, 1.0), ("steady", 100, 1.0))
+    loaded(policy, ("other", 100, 1.0))  # resident too, never a candidate here
+    requests(policy, "burst", 9)  # back to back: one visit with its load
+    for _ in range(3):  # three requests, each more than `gap` requests after the last
+        requests(policy, "other", 10)
+        policy.record_hit("steady")
+    assert policy.choose_victims(residents, 1) == ["burst"]
+
+
+def test_visits_a_model_hot_then_quiet_yields_to_one_in_steady_use():
+    policy = VisitRatePolicy(half_life=1000, gap=1, recency=2.0)
+    residents = loaded(policy, ("was-hot", 100, 1.0), ("steady", 100, 1.0))
+    loaded(policy, ("other", 100, 1.0))
+    requests(policy, "was-hot", 200)  # 200 visits, then silence
+    for _ in range(40):  # steady: one visit in every 25 requests
+        requests(policy, "other", 24)
+        policy.record_hit("steady")
+    # Decayed counts alone still favour was-hot (~214 weighted visits against steady's ~66);
+    # its silence of 1,000 requests caps its rate at 2 / 1,000, below steady's ~0.02.
+    assert policy.choose_victims(residents, 1) == ["was-hot"]
+    requests(policy, "was-hot", 1)
+    assert policy.choose_victims(residents, 1) == ["steady"]  # just asked for again
+
+
+def test_visits_score_survives_evict_and_reload():
+    policy = VisitRatePolicy(gap=1)
+    loaded(policy, ("a", 100, 1.0))
+    requests(policy, "a", 9)
+    policy.record_evict("a")
+    residents = loaded(policy, ("b", 100, 1.0), ("a", 100, 1.0))
+    policy.record_hit("b")
+    assert policy.choose_victims(residents, 1) == ["b"]  # a's ten visits count
+
+
+def test_visits_rescale_keeps_order_and_visit_gaps():
+    policy = VisitRatePolicy(half_life=1, gap=3, recency=1e9)
+    residents = loaded(policy, ("a", 100, 1.0), ("b", 100, 1.0))
+    requests(policy, "a", 3000)  # 2 ** 3000 would overflow a float without rescaling
+    requests(policy, "b", 1)
+    assert policy.choose_victims(residents, 1) == ["a"]  # b's visit is the newest
+    requests(policy, "a", 2)  # within the gap of a's last counted visit? no: b came between
+    assert policy.choose_victims(residents, 1) == ["b"]
+
+
 def test_make_policy_returns_a_fresh_policy_per_name():
     for name in POLICIES:
         first, second = make_policy(name), make_policy(name)
         assert first.name == name
         assert first is not second
     assert DEFAULT_POLICY in POLICIES
+    assert Settings().eviction_policy == DEFAULT_POLICY  # the gateway runs what was measured
 
 
 def test_make_policy_unknown_name_lists_valid_ones():
