@@ -251,34 +251,41 @@ class VisitRatePolicy:
     """GDSF's value ``rate * cost / size``, with the rate estimated for traffic that shifts
     and bursts (``mme-gateway simulate --sweep``, docs/eviction-results.md):
 
-    - it counts visits, not requests: a request within ``gap`` requests of the model's last
-      counted one adds nothing, so a one-off burst (a backfill, an evaluation run) weighs
-      like one request, not like a model in steady use;
-    - visits decay with a ``half_life`` of 3,000 requests (gdsf-decay: 10,000): popularity
-      that moves on is forgotten within a few thousand requests;
+    - it counts visits, not requests: a request within ``gap`` of the model's last counted
+      one adds nothing, so a one-off burst (a backfill, an evaluation run) weighs like one
+      request, not like a model in steady use;
+    - visits decay with a ``half_life``: popularity that moves on is forgotten;
     - the rate is capped at ``recency`` visits over the requests since the last one: a model
       that was hot and then went quiet loses its lead at once, not after half-lives.
 
-    Scores outlive evictions (up to ``history`` models, oldest dropped first), so a model
-    asked for again soon after its eviction comes back with its record.
+    ``gap`` and ``half_life`` count requests in units of the models resident, so the policy
+    behaves alike for 10 models or 10,000, and whatever the request rate. Scores outlive
+    evictions (up to ``history`` models, oldest dropped first): a model asked for again soon
+    after its eviction comes back with its record.
     """
 
     name = "gdsf-visits"
     _RESCALE_EXPONENT = 256.0
 
     def __init__(
-        self, half_life: int = 3_000, gap: int = 100, recency: float = 2.0, history: int = 100_000
+        self,
+        gap: float = 1.0,
+        half_life: float = 30.0,
+        recency: float = 2.0,
+        history: int = 100_000,
     ) -> None:
         self._entries: dict[str, _Visited] = {}
         self._past: OrderedDict[str, tuple[float, int]] = OrderedDict()
-        self._half_life = float(half_life)
         self._gap = gap
+        self._half_life = half_life
         self._recency = recency
         self._history = history
         self._ticks = 0
+        self._exponent = 0.0
+        """log2 of a visit's weight now: it grows by 1 / (half_life x residents) per tick."""
 
     def record_load(self, name: str, size: int, load_cost: float) -> None:
-        weight = self._weight()  # first: it may rescale the past scores
+        weight = self._tick()  # first: it may rescale the past scores
         score, _ = self._past.pop(name, (0.0, 0))
         self._entries[name] = _Visited(max(size, 1), load_cost, score + weight, self._ticks)
 
@@ -286,10 +293,10 @@ class VisitRatePolicy:
         entry = self._entries.get(name)
         if entry is None:
             return
-        if self._ticks + 1 - entry.last < self._gap:
-            self._ticks += 1  # the same visit
+        if self._ticks + 1 - entry.last < self._gap * len(self._entries):
+            self._tick()  # the same visit
             return
-        weight = self._weight()  # first: it may rescale entry.score
+        weight = self._tick()  # first: it may rescale entry.score
         entry.score += weight
         entry.last = self._ticks
 
@@ -304,36 +311,30 @@ class VisitRatePolicy:
     def choose_victims(self, residents: Sequence[Resident], bytes_needed: int) -> list[str]:
         if bytes_needed <= 0:
             return []
-        now = math.pow(2.0, self._ticks / self._half_life)
-        return take_until(sorted(residents, key=partial(self._value, now)), bytes_needed)
+        # A score over the weight of a visit now, times visits per request at steady state.
+        per_request = math.log(2) / (self._half_life * max(len(self._entries), 1))
+        scale = math.pow(2.0, -self._exponent) * per_request
+        return take_until(sorted(residents, key=partial(self._value, scale)), bytes_needed)
 
-    def _value(self, now: float, resident: Resident) -> float:
+    def _value(self, scale: float, resident: Resident) -> float:
         entry = self._entries.get(resident.name)
         if entry is None:  # never seen loaded: worth nothing yet
             return 0.0
-        rate = entry.score / now * math.log(2) / self._half_life
-        rate = min(rate, self._recency / (self._ticks - entry.last + 1))
+        rate = min(entry.score * scale, self._recency / (self._ticks - entry.last + 1))
         return rate * entry.cost / entry.size
 
-    def _weight(self) -> float:
+    def _tick(self) -> float:
         """Inflating each new visit's weight is decaying all older ones, in O(1)."""
         self._ticks += 1
-        exponent = self._ticks / self._half_life
-        if exponent > self._RESCALE_EXPONENT:
-            self._rescale(exponent)
-            exponent = 0.0
-        return math.pow(2.0, exponent)
-
-    def _rescale(self, exponent: float) -> None:
-        """Shift the clock back by ``exponent`` half-lives (visit ticks move with it)."""
-        factor = math.pow(2.0, -exponent)
-        shift = self._ticks
-        self._ticks = 0
-        for entry in self._entries.values():
-            entry.score *= factor
-            entry.last -= shift
-        for name, (score, last) in self._past.items():
-            self._past[name] = (score * factor, last - shift)
+        self._exponent += 1.0 / (self._half_life * max(len(self._entries), 1))
+        if self._exponent > self._RESCALE_EXPONENT:
+            factor = math.pow(2.0, -self._exponent)
+            self._exponent = 0.0
+            for entry in self._entries.values():
+                entry.score *= factor
+            for name, (score, last) in self._past.items():
+                self._past[name] = (score * factor, last)
+        return math.pow(2.0, self._exponent)
 
 
 POLICIES: dict[str, Callable[[], EvictionPolicy]] = {

@@ -174,18 +174,18 @@ def requests(policy: EvictionPolicy, name: str, count: int) -> None:
 
 
 def test_visits_a_burst_weighs_like_one_request_and_spread_requests_each_count():
-    policy = VisitRatePolicy(gap=10)
+    policy = VisitRatePolicy(gap=4)  # x 3 residents: requests within 12 are one visit
     residents = loaded(policy, ("burst", 100, 1.0), ("steady", 100, 1.0))
     loaded(policy, ("other", 100, 1.0))  # resident too, never a candidate here
     requests(policy, "burst", 9)  # back to back: one visit with its load
-    for _ in range(3):  # three requests, each more than `gap` requests after the last
-        requests(policy, "other", 10)
+    for _ in range(3):  # three requests, each more than 12 requests after the last
+        requests(policy, "other", 12)
         policy.record_hit("steady")
     assert policy.choose_victims(residents, 1) == ["burst"]
 
 
 def test_visits_a_model_hot_then_quiet_yields_to_one_in_steady_use():
-    policy = VisitRatePolicy(half_life=1000, gap=1, recency=2.0)
+    policy = VisitRatePolicy(gap=0, half_life=1000 / 3, recency=2.0)  # 3 residents: 1,000
     residents = loaded(policy, ("was-hot", 100, 1.0), ("steady", 100, 1.0))
     loaded(policy, ("other", 100, 1.0))
     requests(policy, "was-hot", 200)  # 200 visits, then silence
@@ -210,12 +210,12 @@ def test_visits_score_survives_evict_and_reload():
 
 
 def test_visits_rescale_keeps_order_and_visit_gaps():
-    policy = VisitRatePolicy(half_life=1, gap=3, recency=1e9)
+    policy = VisitRatePolicy(gap=0, half_life=0.5, recency=1e9)  # a half-life per request
     residents = loaded(policy, ("a", 100, 1.0), ("b", 100, 1.0))
     requests(policy, "a", 3000)  # 2 ** 3000 would overflow a float without rescaling
     requests(policy, "b", 1)
     assert policy.choose_victims(residents, 1) == ["a"]  # b's visit is the newest
-    requests(policy, "a", 2)  # within the gap of a's last counted visit? no: b came between
+    requests(policy, "a", 2)
     assert policy.choose_victims(residents, 1) == ["b"]
 
 
