@@ -79,6 +79,11 @@ clean:
 bench-patterns: install
 	$(PY) bench/patterns.py
 
+# A short shifting, bursty trace through the real gateway, per policy, against the simulator.
+.PHONY: bench-replay
+bench-replay: install
+	$(PY) bench/replay.py
+
 .PHONY: bench-fleet
 bench-fleet: install tools
 	$(PY) bench/fleet.py

@@ -352,7 +352,7 @@ def plot(out: Path, models: int, requests: int, seed: int) -> None:
         for i, name in enumerate(ALL_POLICIES):
             xs = [100 * f for f in PLOT_FRACTIONS]
             ax.plot(xs, [c[i] for c in curves], marker="o", markersize=3, label=name)
-        ax.set_title(f"{pattern}, zipf {zipf}")
+        ax.set_title(f"{pattern} (zipf {zipf})")
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("cache (% of all models' bytes)")
