@@ -173,6 +173,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         app[METRICS].evictions.labels(tier="disk").inc,
         variant_stores,
         settings.max_archive_members,
+        settings.max_unpack_ratio,
     )
     app[METRICS].watch_disk(lambda: (cache.used, cache.budget))
     await asyncio.to_thread(cache.prepare_dirs)
@@ -268,7 +269,7 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
         reconciler.stub_died,
     )
     recovery = app[RECOVERY] = Recovery(
-        registry.entries,
+        registry.loaded_by_recency,
         registry.reset,
         partial(loader.ensure_loaded, deadline=math.inf),
         await _memory_total(capacity),

@@ -178,6 +178,9 @@ class Settings:
     archive is refused with 400); 0: the disk cache budget bounds it (507 beyond)."""
     max_archive_members: int = 10_000
     """Most files, folders and links in one model archive or folder (more is refused, 400)."""
+    max_unpack_ratio: float = 100.0
+    """Most bytes an archive may unpack to per byte of it, checked while unpacking once past
+    16 MiB (a decompression bomb is refused, 400); model weights barely compress. 0: off."""
     download_stall_timeout: float = 30.0
     """Seconds a model download may go without receiving a byte before it fails."""
     admin_host: str = "127.0.0.1"
@@ -214,6 +217,8 @@ class Settings:
             raise ValueError(f"--model-cache must be enabled or disabled, not {self.model_cache!r}")
         if self.max_concurrent_loads < 1:
             raise ValueError("--max-concurrent-loads must be at least 1")
+        if self.max_unpack_ratio != 0 and self.max_unpack_ratio < 1:
+            raise ValueError("--max-unpack-ratio must be 0 (off) or at least 1")
 
     def headroom_bytes(self, total: int) -> int:
         """--memory-headroom in bytes for a memory kind of ``total`` bytes."""

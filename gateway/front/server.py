@@ -349,7 +349,8 @@ class Connection(asyncio.Protocol):
         if self._lingering or self._transport is None or self._transport.is_closing():
             return
         self._lingering = True
-        self._queue(_Request(b"", b"", {}, b"", False, 0.0, refusal))
+        method = self._parser.get_method() if self._in_message else b""  # for the metrics
+        self._queue(_Request(method, b"", {}, b"", False, 0.0, refusal))
 
     def _queue(self, request: _Request) -> None:
         self._pending.append(request)
@@ -414,6 +415,7 @@ class Connection(asyncio.Protocol):
         rid = new_request_id()
         REQUEST_ID.set(rid)
         CACHE_HIT.set(None)
+        invocation = request.method == b"POST"  # a refused one counts, whatever its path
         try:
             if request.refusal is not None:
                 raise request.refusal
@@ -421,9 +423,10 @@ class Connection(asyncio.Protocol):
         except GatewayError as exc:
             path, reply = "-", error_reply("/", exc, rid)
         else:
+            invocation = invocation and _is_invocation(path)
             reply = await self._reply(request, path, query, kind, rid)
         seconds = time.perf_counter() - started
-        if request.method == b"POST" and _is_invocation(path):
+        if invocation:
             self._hot.metrics.invoked(reply.status, seconds)
         if self._hot.access_log is not None:
             method = request.method.decode("latin-1") or "-"

@@ -214,6 +214,11 @@ class Registry:
     def loaded(self) -> list[ModelEntry]:
         return [e for e in self._entries.values() if e.state is ModelState.READY]
 
+    def loaded_by_recency(self) -> list[ModelEntry]:
+        """READY models, least recently used first: what a restarted Triton should hold
+        again (a model that only ever failed to load is not among them)."""
+        return [e for e in self.entries() if e.state is ModelState.READY]
+
     def failure(self, triton_name: str) -> GatewayError | None:
         """The error a recent failed load left, until it expires."""
         entry = self._entries.get(triton_name)

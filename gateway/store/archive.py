@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from gateway.errors import ValidationError
 from gateway.triton.repository import CONFIG_FILE, read_config
@@ -49,6 +49,9 @@ _SKIPPED_NAMES = {"__pycache__"}
 _CHUNK = 1 << 20
 _NAME_MAX = 255
 _PATH_MAX = 4000  # below Linux's 4096, leaving room for the cache folder's own path
+RATIO_FLOOR = 16 << 20
+"""Below this many bytes unpacked the ratio is not checked: a small archive of text (a
+config, a model.py) may compress well past any ratio and still does no harm."""
 
 
 class Cancelled(Exception):
@@ -68,8 +71,13 @@ class Limits:
     raises InsufficientMemory."""
     cancel: threading.Event = field(default_factory=threading.Event)
     """Set by the caller when it gives up; checked before every chunk."""
+    max_ratio: float = 0.0
+    """Most bytes an archive may unpack to per byte of it read so far (--max-unpack-ratio),
+    once past RATIO_FLOOR; 0: unchecked. Not applied to folders (nothing is packed)."""
     written: int = 0
     members: int = 0
+    packed: int | None = None
+    """Bytes of the archive read so far; None while copying a folder."""
 
     def check_cancel(self) -> None:
         if self.cancel.is_set():
@@ -81,6 +89,16 @@ class Limits:
         total = self.written + size
         if total > self.max_bytes:
             raise ValidationError(f"the model unpacks to more than {self.max_bytes} bytes")
+        if (
+            self.max_ratio
+            and self.packed is not None
+            and total > RATIO_FLOOR
+            and total > self.max_ratio * self.packed
+        ):
+            raise ValidationError(
+                f"the archive unpacks to more than {self.max_ratio:g} times its own size "
+                "(a decompression bomb): refused"
+            )
         self.reserve(total)
         self.written = total
 
@@ -92,6 +110,21 @@ class Limits:
     def restart(self) -> None:
         """Start counting afresh (the caller emptied the folder to try the download again)."""
         self.written = self.members = 0
+        self.packed = None
+
+
+class _Counted:
+    """The archive stream, counting the bytes read from it into ``limits.packed``."""
+
+    def __init__(self, stream: BinaryIO, limits: Limits) -> None:
+        self._stream = stream
+        self._limits = limits
+        limits.packed = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._stream.read(size)
+        self._limits.packed = (self._limits.packed or 0) + len(data)
+        return data
 
 
 def extract_tar(fileobj: BinaryIO, dest: Path, limits: Limits) -> int:
@@ -102,8 +135,9 @@ def extract_tar(fileobj: BinaryIO, dest: Path, limits: Limits) -> int:
     download cut short) pass through unchanged, for the caller to retry.
     """
     try:
+        counted = cast(BinaryIO, _Counted(fileobj, limits))  # tarfile only reads
         with tarfile.open(
-            fileobj=fileobj, mode="r|*", tarinfo=_GuardedTarInfo, errorlevel=2
+            fileobj=counted, mode="r|*", tarinfo=_GuardedTarInfo, errorlevel=2
         ) as tar:
             return _Extraction(tar, dest, limits).run()
     except tarfile.FilterError as exc:

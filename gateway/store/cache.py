@@ -81,6 +81,7 @@ class DiskCache:
         on_evict: Callable[[], None] = lambda: None,
         variant_stores: dict[str, ModelStore] | None = None,
         max_members: int = 10_000,
+        max_ratio: float = 0.0,
     ) -> None:
         self.repository = repository
         self.store = store
@@ -88,6 +89,7 @@ class DiskCache:
         """Cap on one model's unpacked bytes (over it: 400); 0: none but the disk budget
         (over that: 507, as for any model that cannot fit)."""
         self.max_members = max_members
+        self.max_ratio = max_ratio
         self.budget = budget
         self._in_use = in_use
         self._on_evict = on_evict
@@ -128,7 +130,9 @@ class DiskCache:
             self._sizes.move_to_end(ref.triton_name)
             return Materialized(final, True, self._sizes[ref.triton_name], None)
         temp = self.repository / INCOMING / f"{ref.triton_name}-{uuid.uuid4().hex[:8]}"
-        limits = Limits(self.max_model_bytes or sys.maxsize, self.max_members)
+        limits = Limits(
+            self.max_model_bytes or sys.maxsize, self.max_members, max_ratio=self.max_ratio
+        )
         limits.reserve = self._reserver(ref, temp.name, asyncio.get_running_loop())
         try:
             await asyncio.to_thread(temp.mkdir, parents=True)

@@ -13,6 +13,7 @@ import socket
 import string
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -187,6 +188,25 @@ def test_hostile_oversized_content_length_is_413_without_continue(gateway):
         assert headers["x-amzn-errortype"] == "ValidationError"
         assert "too large" in json.loads(body)["message"]
         assert _closed_within(sock, CLOSE_WITHIN_S)
+
+
+def _invocations(gateway: Gateway, code: int) -> float:
+    text = urllib.request.urlopen(gateway.url + "/metrics", timeout=10).read().decode()
+    sample = f'mme_invocations_total{{code="{code}"}} '
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(sample))
+
+
+def test_hostile_refused_invocations_are_counted_like_the_access_log_records_them(gateway):
+    before = _invocations(gateway, 413), _invocations(gateway, 431)
+    head = b"POST /invocations HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n"
+    assert _exchange(gateway.port, head)[0] == 413
+    flood = b"".join(b"X-%d: v\r\n" % i for i in range(500))
+    assert _exchange(gateway.port, b"POST /invocations HTTP/1.1\r\n" + flood + b"\r\n")[0] == 431
+    assert _exchange(gateway.port, b"GET /ping HTTP/1.1\r\n" + flood + b"\r\n")[0] == 431
+    assert (_invocations(gateway, 413), _invocations(gateway, 431)) == (
+        before[0] + 1,
+        before[1] + 1,
+    )
 
 
 def _rss_bytes(pid: int) -> int:

@@ -116,6 +116,7 @@ def faulty_gateway(
         s3_store,
         tmp_path_factory.mktemp("faultgw"),
         *("--max-model-size", "64MiB", "--download-stall-timeout", "10"),
+        *("--max-unpack-ratio", "0"),  # the size cap's own test, below: the ratio would act first
     )
     yield gateway
     gateway.stop()
@@ -213,6 +214,21 @@ def test_s3_bomb_archive_is_validation_error(faulty_gateway, s3):
     assert "more than 67108864 bytes" in message and BUCKET not in message
     assert incoming(faulty_gateway) == []
     assert invoke(faulty_gateway, "add_one.tar.gz") == [2.0, 3.0, 4.0]
+
+
+def test_s3_bomb_archive_is_refused_under_default_flags_with_nothing_left(s3_gateway, s3):
+    target = put(s3, "faults/default-bomb.tar.gz", gz_tar(model_members(), zeros=2 << 30))
+    client = client_for(s3_gateway)
+
+    with pytest.raises(client.exceptions.ValidationError) as info:
+        invoke(s3_gateway, target)
+
+    message = info.value.response["Error"]["Message"]
+    assert "100 times its own size" in message and BUCKET not in message  # not at 2 GiB
+    assert incoming(s3_gateway) == []
+    models = s3_gateway.cache_dir / "models"
+    assert not [p for p in models.iterdir() if "default-bomb" in p.name]
+    assert invoke(s3_gateway, "add_one.tar.gz") == [2.0, 3.0, 4.0]
 
 
 def test_load_error_keeps_first_line_without_paths(faulty_gateway):

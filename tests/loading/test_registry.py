@@ -142,3 +142,18 @@ def test_registry_broken_only_from_ready_and_not_while_scaling():
     registry.begin_scaling(entry)
     with pytest.raises(IllegalTransition):
         registry.broken(entry)  # the scaling reload replaces its stubs anyway
+
+
+def test_registry_loaded_by_recency_leaves_out_failed_and_loading_models():
+    clock = Clock()
+    registry = Registry(clock=clock)
+    older = _ready(registry)
+    clock.now = 1
+    newer = registry.begin(resolve_target("n.tar.gz"))
+    registry.fetched(newer, 10, 0.1)
+    registry.became_ready(newer, LOADED)
+    failed = registry.begin(resolve_target("bad.tar.gz"))
+    registry.failed(failed, ModelError("bad", 500, "bad"), ttl=60)
+    registry.begin(resolve_target("loading.tar.gz"))
+    assert len(registry.entries()) == 4
+    assert registry.loaded_by_recency() == [older, newer]  # what a restarted Triton reloads

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import random
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 from gateway.errors import ValidationError
 from gateway.store.archive import (
+    RATIO_FLOOR,
     Limits,
     copy_model_dir,
     extract_tar,
@@ -103,9 +105,11 @@ def dest(tmp_path: Path) -> Path:
     return folder
 
 
-def extract(data: bytes, dest: Path, *, max_bytes: int = BIG, max_members: int = 10000) -> int:
+def extract(
+    data: bytes, dest: Path, *, max_bytes: int = BIG, max_members: int = 10000, ratio: float = 0
+) -> int:
     stream = cast(BinaryIO, StreamOnly(data))
-    return extract_tar(stream, dest, Limits(max_bytes, max_members))
+    return extract_tar(stream, dest, Limits(max_bytes, max_members, max_ratio=ratio))
 
 
 # --- extract_tar + normalize_layout: accepted layouts ---------------------------------------
@@ -302,6 +306,26 @@ def test_extract_tar_size_cap(dest: Path) -> None:
         extract(data, dest, max_bytes=1000)
 
     assert not (dest / "b").exists()
+
+
+def test_extract_tar_refuses_past_the_unpack_ratio_once_past_the_floor(dest: Path) -> None:
+    zeros = bytes(RATIO_FLOOR + (4 << 20))  # packs about 1000:1
+    data = make_tar([("small", "file", bytes(RATIO_FLOOR // 2)), ("big", "file", zeros)])
+
+    with pytest.raises(ValidationError, match="more than 100 times its own size"):
+        extract(data, dest, ratio=100)
+
+    (again := dest.parent / "again").mkdir()
+    assert extract(data, again, ratio=0) == len(zeros) + RATIO_FLOOR // 2  # 0: unchecked
+
+
+def test_extract_tar_ratio_spares_small_and_incompressible_archives(dest: Path) -> None:
+    (dest / "text").mkdir()
+    (dest / "w").mkdir()
+    text = make_tar([("config.pbtxt", "file", bytes(RATIO_FLOOR - 1024))])  # ~1000:1, small
+    assert extract(text, dest / "text", ratio=100) == RATIO_FLOOR - 1024
+    weights = random.Random(0).randbytes(RATIO_FLOOR + (1 << 20))  # like real weights: ~1:1
+    assert extract(make_tar([("w", "file", weights)]), dest / "w", ratio=1.5) == len(weights)
 
 
 def test_extract_tar_size_cap_exactly_reached(dest: Path) -> None:
