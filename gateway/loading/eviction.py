@@ -285,20 +285,19 @@ class VisitRatePolicy:
         """log2 of a visit's weight now: it grows by 1 / (half_life x residents) per tick."""
 
     def record_load(self, name: str, size: int, load_cost: float) -> None:
-        weight = self._tick()  # first: it may rescale the past scores
+        self._tick()  # first: it may rescale the past scores
         score, _ = self._past.pop(name, (0.0, 0))
+        weight = math.pow(2.0, self._exponent)
         self._entries[name] = _Visited(max(size, 1), load_cost, score + weight, self._ticks)
 
     def record_hit(self, name: str) -> None:
         entry = self._entries.get(name)
         if entry is None:
             return
-        if self._ticks + 1 - entry.last < self._gap * len(self._entries):
-            self._tick()  # the same visit
-            return
-        weight = self._tick()  # first: it may rescale entry.score
-        entry.score += weight
-        entry.last = self._ticks
+        self._tick()  # first: it may rescale entry.score
+        if self._ticks - entry.last >= self._gap * len(self._entries):  # else: the same visit
+            entry.score += math.pow(2.0, self._exponent)
+            entry.last = self._ticks
 
     def record_evict(self, name: str) -> None:
         entry = self._entries.pop(name, None)
@@ -323,7 +322,7 @@ class VisitRatePolicy:
         rate = min(entry.score * scale, self._recency / (self._ticks - entry.last + 1))
         return rate * entry.cost / entry.size
 
-    def _tick(self) -> float:
+    def _tick(self) -> None:
         """Inflating each new visit's weight is decaying all older ones, in O(1)."""
         self._ticks += 1
         self._exponent += 1.0 / (self._half_life * max(len(self._entries), 1))
@@ -334,7 +333,6 @@ class VisitRatePolicy:
                 entry.score *= factor
             for name, (score, last) in self._past.items():
                 self._past[name] = (score * factor, last)
-        return math.pow(2.0, self._exponent)
 
 
 POLICIES: dict[str, Callable[[], EvictionPolicy]] = {
