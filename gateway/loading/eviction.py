@@ -282,20 +282,25 @@ class VisitRatePolicy:
         self._history = history
         self._ticks = 0
         self._exponent = 0.0
-        """log2 of a visit's weight now: it grows by 1 / (half_life x residents) per tick."""
+        """log2 of a visit's weight now: it grows by ``_step`` per tick."""
+        self._step = 1.0 / half_life
+        """1 / (half_life x residents), kept as residents come and go (off the hot path)."""
+        self._span = gap
+        """Ticks within which a request is the same visit: gap x residents."""
 
     def record_load(self, name: str, size: int, load_cost: float) -> None:
         self._tick()  # first: it may rescale the past scores
         score, _ = self._past.pop(name, (0.0, 0))
         weight = math.pow(2.0, self._exponent)
         self._entries[name] = _Visited(max(size, 1), load_cost, score + weight, self._ticks)
+        self._resize()
 
     def record_hit(self, name: str) -> None:
         entry = self._entries.get(name)
         if entry is None:
             return
         self._tick()  # first: it may rescale entry.score
-        if self._ticks - entry.last >= self._gap * len(self._entries):  # else: the same visit
+        if self._ticks - entry.last >= self._span:  # else: the same visit
             entry.score += math.pow(2.0, self._exponent)
             entry.last = self._ticks
 
@@ -306,13 +311,13 @@ class VisitRatePolicy:
         self._past[name] = (entry.score, entry.last)
         if len(self._past) > self._history:
             self._past.popitem(last=False)
+        self._resize()
 
     def choose_victims(self, residents: Sequence[Resident], bytes_needed: int) -> list[str]:
         if bytes_needed <= 0:
             return []
         # A score over the weight of a visit now, times visits per request at steady state.
-        per_request = math.log(2) / (self._half_life * max(len(self._entries), 1))
-        scale = math.pow(2.0, -self._exponent) * per_request
+        scale = math.pow(2.0, -self._exponent) * math.log(2) * self._step
         return take_until(sorted(residents, key=partial(self._value, scale)), bytes_needed)
 
     def _value(self, scale: float, resident: Resident) -> float:
@@ -322,10 +327,15 @@ class VisitRatePolicy:
         rate = min(entry.score * scale, self._recency / (self._ticks - entry.last + 1))
         return rate * entry.cost / entry.size
 
+    def _resize(self) -> None:
+        residents = max(len(self._entries), 1)
+        self._step = 1.0 / (self._half_life * residents)
+        self._span = self._gap * residents
+
     def _tick(self) -> None:
         """Inflating each new visit's weight is decaying all older ones, in O(1)."""
         self._ticks += 1
-        self._exponent += 1.0 / (self._half_life * max(len(self._entries), 1))
+        self._exponent += self._step
         if self._exponent > self._RESCALE_EXPONENT:
             factor = math.pow(2.0, -self._exponent)
             self._exponent = 0.0
