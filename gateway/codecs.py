@@ -94,7 +94,7 @@ def csv_to_v2(body: bytes, entry: ModelEntry) -> bytes:
     elif len(rows) == 1:
         shape = [width]
     else:
-        raise ValidationError(f"Model '{entry.ref.name}' takes one row; got {len(rows)}.")
+        raise ValidationError(f"Model '{entry.ref.shown}' takes one row; got {len(rows)}.")
     data = [value for row in rows for value in row]
     request = {
         "inputs": [{"name": spec.name, "shape": shape, "datatype": spec.datatype, "data": data}]

@@ -124,6 +124,6 @@ class InferenceService:
         if failure is not None:
             raise failure.copy()  # it keeps crashing
         raise ServiceUnavailable(
-            f"Model '{ref.name}' lost its process while serving this request; it is being "
+            f"Model '{ref.shown}' lost its process while serving this request; it is being "
             "reloaded: retry the request."
         )

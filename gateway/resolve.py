@@ -40,6 +40,13 @@ class ModelRef:
     """The production variant whose model store holds it ("" for the only one)."""
     renames: tuple[tuple[str, str], ...] = ()
     """For an ensemble: its composing models' names and the Triton names they got."""
+    asked: str = ""
+    """Exactly what the client named it by (a TargetModel, a KServe name); "" for ``name``."""
+
+    @property
+    def shown(self) -> str:
+        """The model's name in answers to the client who asked for it."""
+        return self.asked or self.name
 
 
 def strip_suffix(path: str) -> str:
@@ -101,7 +108,12 @@ def resolve_target(target: str) -> ModelRef:
         )
     _check_path(target)
     key = target.rstrip("/")
-    return ModelRef(name=strip_suffix(key), candidates=(key,), triton_name=_triton_name_of_key(key))
+    return ModelRef(
+        name=strip_suffix(key),
+        candidates=(key,),
+        triton_name=_triton_name_of_key(key),
+        asked=target,
+    )
 
 
 @lru_cache(maxsize=65536)
@@ -118,7 +130,10 @@ def resolve_kserve_name(name: str) -> ModelRef:
     stem = ref.name
     candidates = (*(stem + suffix for suffix in ARCHIVE_SUFFIXES), stem)
     return ModelRef(
-        name=stem, candidates=candidates, triton_name=triton_name_for(stem, stem + "\x00kserve")
+        name=stem,
+        candidates=candidates,
+        triton_name=triton_name_for(stem, stem + "\x00kserve"),
+        asked=name,
     )
 
 

@@ -84,7 +84,7 @@ class Invoker:
             payload = await asyncio.to_thread(_payload, kind, body)
         _, response = await self.service.invoke(ref, payload, _upstream_headers(kind), deadline)
         if response.status != 200:
-            raise infer_error(ref.name, response.status, response.body)
+            raise infer_error(public_name, response.status, response.body, ref.triton_name)
         show_as(response, ref.triton_name, public_name)
         accept = headers.get("accept")
         if len(response.body) <= OFF_LOOP_BYTES or kind.mime != codecs.CSV:

@@ -349,8 +349,11 @@ class Connection(asyncio.Protocol):
         if self._lingering or self._transport is None or self._transport.is_closing():
             return
         self._lingering = True
-        method = self._parser.get_method() if self._in_message else b""  # for the metrics
-        self._queue(_Request(method, b"", {}, b"", False, 0.0, refusal))
+        # What is known of the request: its method for the metrics, its target for the shape
+        # of the answer (KServe's or SageMaker's).
+        method = self._parser.get_method() if self._in_message else b""
+        url = b"".join(self._url) if self._in_message else b""
+        self._queue(_Request(method, url, {}, b"", False, 0.0, refusal))
 
     def _queue(self, request: _Request) -> None:
         self._pending.append(request)
@@ -421,7 +424,8 @@ class Connection(asyncio.Protocol):
                 raise request.refusal
             path, query, kind = classify(request.url)
         except GatewayError as exc:
-            path, reply = "-", error_reply("/", exc, rid)
+            shape = "/v2" if request.url.startswith(b"/v2/") else "/"
+            path, reply = "-", error_reply(shape, exc, rid)
         else:
             invocation = invocation and _is_invocation(path)
             reply = await self._reply(request, path, query, kind, rid)

@@ -213,7 +213,7 @@ class Capacity:
             evictable = sum(r.size for r in residents if not r.pinned)
         if need > room or free + evictable < need:
             raise InsufficientMemory(
-                f"Model '{ref.name}' needs about {_mib(need)} of {kind} memory; "
+                f"Model '{ref.shown}' needs about {_mib(need)} of {kind} memory; "
                 f"{_mib(max(free, 0))} is free and idle models hold {_mib(evictable)}."
             )
         victims = self._policy.choose_victims(residents, need - free)
@@ -348,7 +348,7 @@ class Capacity:
             evictable = sum(r.size for r in residents if not r.pinned)
             if evictable < over:
                 raise InsufficientMemory(
-                    f"Model '{ref.name}' holds {_mib(footprint)} of {kind} memory and does not "
+                    f"Model '{ref.shown}' holds {_mib(footprint)} of {kind} memory and does not "
                     f"fit: with it loaded the budget is {_mib(over)} short and too little is idle."
                 )
             victims = self._policy.choose_victims(residents, over)

@@ -129,7 +129,7 @@ class Loader:
             if not self._waiting[name]:
                 del self._waiting[name]
         if not done:
-            raise ModelNotReady(f"Model '{ref.name}' is still loading; retry the request shortly.")
+            raise ModelNotReady(f"Model '{ref.shown}' is still loading; retry the request shortly.")
         return task.result()
 
     def _forget(self, triton_name: str, task: asyncio.Task[ModelEntry]) -> None:
@@ -147,7 +147,7 @@ class Loader:
         await slot.take()
         try:
             if not self._waiting.get(ref.triton_name):
-                raise ModelNotReady(f"Nobody waits for model '{ref.name}' any more.")
+                raise ModelNotReady(f"Nobody waits for model '{ref.shown}' any more.")
             entry = self._registry.begin(ref)
             started = time.perf_counter()
             try:
@@ -159,8 +159,9 @@ class Loader:
                     await self._control.unload(ref.triton_name)
                 except GatewayError:
                     self._strays.add(ref.triton_name)
+                limit = self._settings.model_load_timeout
                 raise ServiceUnavailable(
-                    f"Model '{ref.name}' did not load within {self._settings.model_load_timeout} s."
+                    f"Model '{ref.shown}' did not load within {limit} s."
                 ) from None
             except ModelError as exc:
                 self._metrics.failed_loads.inc()
@@ -232,7 +233,7 @@ class Loader:
                 await slot.take()
                 load_started = time.perf_counter()
                 try:
-                    await self._control.load(name, config)
+                    await self._control.load(name, config, shown=ref.shown)
                 except InsufficientMemory:
                     await self._unload_quietly(name)
                     if attempt == LOAD_ATTEMPTS:
@@ -318,7 +319,7 @@ class Loader:
     def _give_up(self, entry: ModelEntry, evidence: str) -> None:
         crashes = self._crashes
         error = ModelError(
-            f"Model '{entry.ref.name}' keeps crashing: its process died {crashes.limit + 1} "
+            f"Model '{entry.ref.shown}' keeps crashing: its process died {crashes.limit + 1} "
             f"times within {crashes.window:.0f} s; it is not reloaded again for "
             f"{self._settings.load_failure_ttl:.0f} s.",
             original_status=500,
@@ -337,7 +338,9 @@ class Loader:
                 # Triton skips a load whose config it already runs; after an unload (left
                 # hanging in UNLOADING by the dead stub) the load is a real one.
                 await self._control.unload(entry.ref.triton_name)
-                await self._control.load(entry.ref.triton_name, entry.config_json or None)
+                await self._control.load(
+                    entry.ref.triton_name, entry.config_json or None, shown=entry.ref.shown
+                )
         except ModelError as exc:
             self._registry.failed(entry, exc, self._settings.load_failure_ttl)
             raise

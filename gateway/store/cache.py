@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from gateway.errors import InsufficientMemory
+from gateway.errors import InsufficientMemory, ModelNotFound
 from gateway.resolve import ModelRef
 from gateway.store.archive import Limits, normalize_layout
 from gateway.store.base import Fetched, ModelStore
@@ -153,7 +153,10 @@ class DiskCache:
         self, ref: ModelRef, temp: Path, limits: Limits, prepare: Callable[[Path], None]
     ) -> Fetched:
         """Blocking, in a worker thread: fetch, lay out and prepare the model in ``temp``."""
-        fetched = self._store_for(ref).fetch(ref.candidates, temp, limits)
+        try:
+            fetched = self._store_for(ref).fetch(ref.candidates, temp, limits)
+        except ModelNotFound:  # the store names the key it tried; the answer, the client's name
+            raise ModelNotFound(f"Model '{ref.shown}' was not found in the model store.") from None
         limits.check_cancel()
         normalize_layout(temp)
         prepare(temp)
@@ -185,7 +188,7 @@ class DiskCache:
         victims = self._victims(ref, needed - held)
         if victims is None:
             raise InsufficientMemory(
-                f"Model '{ref.name}' needs more than {needed} bytes of disk; the cache budget "
+                f"Model '{ref.shown}' needs more than {needed} bytes of disk; the cache budget "
                 f"is {self.budget} and {self.used - held} bytes are held by models in use."
             )
         for name in victims:

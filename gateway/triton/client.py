@@ -24,9 +24,10 @@ class TritonControl:
     def __init__(self, target: str) -> None:
         self._client = grpcclient.InferenceServerClient(url=target, channel_args=_CHANNEL_ARGS)
 
-    async def load(self, name: str, config: str | None = None) -> None:
-        """Load (or reload, with ``config`` a JSON ModelConfig override) a model."""
-        with map_load_errors(name):
+    async def load(self, name: str, config: str | None = None, shown: str = "") -> None:
+        """Load (or reload, with ``config`` a JSON ModelConfig override) a model; errors name
+        it ``shown`` (as the client did), logs by its Triton name."""
+        with map_load_errors(name, shown or name):
             await self._client.load_model(name, config=config)
 
     async def unload(self, name: str) -> None:

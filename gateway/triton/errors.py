@@ -86,14 +86,15 @@ def _text(exc: InferenceServerException) -> str:
 
 
 @contextmanager
-def map_load_errors(model: str) -> Iterator[None]:
-    """A failed load_model: out of memory (507), Triton gone (503), or the model's fault (424)."""
+def map_load_errors(name: str, model: str) -> Iterator[None]:
+    """A failed load_model of Triton's ``name``, shown to clients as ``model``: out of memory
+    (507), Triton gone (503), or the model's fault (424)."""
     try:
         yield
     except InferenceServerException as exc:
         full = _text(exc)
-        log.warning("loading %s failed: %s", model, full)
-        text = client_text(full, model)
+        log.warning("loading %s failed: %s", name, full)
+        text = client_text(full, name).replace(name, model)
         if is_out_of_memory(full):
             raise InsufficientMemory(f"Model '{model}' does not fit in memory: {text}") from exc
         if exc.status() in _UNAVAILABLE:
@@ -126,9 +127,12 @@ def triton_message(body: bytes) -> str:
     return body.decode("utf-8", "replace")
 
 
-def infer_error(model: str, status: int, body: bytes) -> GatewayError:
-    """Triton answers 400 for a request it cannot accept, 5xx when the model itself failed."""
-    message = without_paths(triton_message(body))
+def infer_error(model: str, status: int, body: bytes, triton_name: str = "") -> GatewayError:
+    """Triton answers 400 for a request it cannot accept, 5xx when the model itself failed.
+    ``model``: the name the client used, which stands for ``triton_name`` in Triton's text."""
+    message = without_paths(triton_message(body), triton_name)
+    if triton_name:
+        message = message.replace(triton_name, model)
     if status == 503:
         return ServiceUnavailable(f"Triton is unavailable: {message}")
     if is_out_of_memory(message):

@@ -190,6 +190,13 @@ def test_hostile_oversized_content_length_is_413_without_continue(gateway):
         assert _closed_within(sock, CLOSE_WITHIN_S)
 
 
+def test_hostile_oversized_kserve_body_is_413_in_kserves_shape(gateway):
+    head = b"POST /v2/models/add_one/infer HTTP/1.1\r\nHost: a\r\nContent-Length: 10000000\r\n\r\n"
+    status, headers, body = _exchange(gateway.port, head)
+    assert status == 413 and "x-amzn-errortype" not in headers
+    assert "too large" in json.loads(body)["error"]
+
+
 def _invocations(gateway: Gateway, code: int) -> float:
     text = urllib.request.urlopen(gateway.url + "/metrics", timeout=10).read().decode()
     sample = f'mme_invocations_total{{code="{code}"}} '

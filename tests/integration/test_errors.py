@@ -82,6 +82,12 @@ def test_model_missing_from_store_is_validation_error(s3_gateway):
         )
 
 
+def test_kserve_model_missing_from_store_is_named_as_the_client_did(s3_gateway):
+    status, _, body = _raw_post(s3_gateway, "/v2/models/nosuch/infer", GOOD, {})
+    assert status == 404
+    assert json.loads(body)["error"] == "Model 'nosuch' was not found in the model store."
+
+
 @pytest.mark.parametrize(
     ("content_type", "body"),
     [
@@ -132,15 +138,22 @@ def test_model_failure_is_model_error(s3_gateway):
     _assert_healthy(s3_gateway)
 
 
-def test_model_that_fails_to_load_is_model_error(s3_gateway):
+def test_model_that_fails_to_load_is_model_error_naming_it_as_each_client_did(s3_gateway):
     client = runtime_client(s3_gateway)
-    with pytest.raises(client.exceptions.ModelError, match="cannot initialise"):
+    with pytest.raises(client.exceptions.ModelError, match="cannot initialise") as info:
         client.invoke_endpoint(
             EndpointName="e",
             TargetModel="broken_init.tar.gz",
             ContentType="application/json",
             Body=GOOD,
         )
+    message = info.value.response["Error"]["Message"]
+    assert message.startswith("Model 'broken_init.tar.gz' failed to load:")
+    assert "broken_init-" not in message + info.value.response["OriginalMessage"]  # no hash
+    status, _, body = _raw_post(s3_gateway, "/v2/models/broken_init/infer", GOOD, {})
+    assert status == 424  # ModelError's status on both fronts
+    error = json.loads(body)["error"]
+    assert error.startswith("Model 'broken_init' failed to load:") and "broken_init-" not in error
     _assert_healthy(s3_gateway)
 
 

@@ -154,9 +154,12 @@ def test_slow_load_gets_model_not_ready_then_boto3_gets_its_answer(tmp_path, hog
     try:
         no_retry = runtime_client(gateway)
         started = time.monotonic()
-        with pytest.raises(no_retry.exceptions.ModelNotReadyException):
+        with pytest.raises(no_retry.exceptions.ModelNotReadyException) as info:
             no_retry.invoke_endpoint(**target, ContentType="application/json", Body=BODY)
         assert time.monotonic() - started < 5
+        assert (
+            "Model 'slow_load.tar.gz' is still loading" in info.value.response["Error"]["Message"]
+        )
         # Legacy retry mode (boto3's classic default: 5 attempts) retries 429 until loaded.
         legacy = _boto3_client(gateway, Config(retries={"mode": "legacy"}))
         response = legacy.invoke_endpoint(**target, ContentType="application/json", Body=BODY)

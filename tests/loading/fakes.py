@@ -45,7 +45,7 @@ class FakeTriton:
         self.pending: dict[str, asyncio.Future[None]] = {}
         self.failing_unloads: set[str] = set()
 
-    async def load(self, name: str, config: str | None = None) -> None:
+    async def load(self, name: str, config: str | None = None, shown: str = "") -> None:
         if name in self.ready:  # a reload with an instance-count override
             self.ready[name] = 2 if config and '"count": 2' in config else 1
             return
