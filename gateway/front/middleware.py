@@ -9,6 +9,7 @@ from aiohttp.typedefs import Handler
 
 from gateway.errors import GatewayError, PayloadTooLarge
 from gateway.front.replies import Reply, error_reply, internal_failure, new_request_id
+from gateway.log import REQUEST_ID
 
 log = logging.getLogger(__name__)
 _UNKNOWN_ROUTE = {404: "UnknownOperationException", 405: "UnknownOperationException"}
@@ -32,6 +33,7 @@ def _from_http(exc: web.HTTPException) -> GatewayError:
 @web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     rid = request.headers.get("x-amzn-RequestId") or new_request_id()
+    REQUEST_ID.set(rid)  # the handler's log records, and tasks it starts (a load), carry it
     try:
         return await handler(request)
     except GatewayError as exc:

@@ -64,6 +64,8 @@ def test_management_preload_list_invoke_delete_cycle(tmp_path, setup):
     try:
         assert _load(base, "first", str(sagemaker_dir))[:1] == (200,)
         assert _load(base, "second", "add_one.tar.gz")[0] == 200
+        [ready] = [line for line in gateway.log().splitlines() if "model second ready in" in line]
+        assert " [- " not in ready and "] model second" in ready  # its request id, as README says
         status, _, body = _load(base, "first", str(sagemaker_dir))
         assert status == 409 and json.loads(body)["message"]
 
