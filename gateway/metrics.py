@@ -211,16 +211,22 @@ class _StateCollector(Collector):
             )
 
     def _top(self, loaded: list[ModelEntry]) -> Iterable[Metric]:
-        busiest = sorted(loaded, key=lambda e: e.hits, reverse=True)[: self.per_model]
+        # One series per name: an archive loaded under two names (m.tar.gz and m.tgz, say)
+        # is two Triton models that clients call "m"; their figures add up.
+        by_name: dict[str, tuple[int, int]] = {}
+        for entry in loaded:
+            hits_so_far, held = by_name.get(entry.ref.name, (0, 0))
+            by_name[entry.ref.name] = (hits_so_far + entry.hits, held + entry.memory_bytes)
+        busiest = sorted(by_name.items(), key=lambda item: item[1][0], reverse=True)
         hits = CounterMetricFamily(
             "mme_model_hits", "Requests served by a loaded model (top N).", labels=["model"]
         )
         memory = GaugeMetricFamily(
             "mme_model_memory_bytes", "Memory held by a loaded model (top N).", labels=["model"]
         )
-        for entry in busiest:
-            hits.add_metric([entry.ref.name], entry.hits)
-            memory.add_metric([entry.ref.name], entry.memory_bytes)
+        for name, (count, held) in busiest[: self.per_model]:
+            hits.add_metric([name], count)
+            memory.add_metric([name], held)
         yield hits
         yield memory
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from gateway.loading.registry import ModelEntry, ModelState
 from gateway.metrics import _LATENCY_BUCKETS, Metrics
+from gateway.resolve import ModelRef
 
 OBSERVED = [(200, 0.0005), (200, 0.0006), (503, 0.01), (200, 2.5), (404, 100.0), (200, 0.0)]
 
@@ -32,3 +34,21 @@ def test_metrics_cache_hits_scrape_as_a_counter():
     for _ in range(3):
         metrics.cache_hits.inc()
     assert _samples(metrics.registry, "mme_model_cache_hits") == ["mme_model_cache_hits_total 3.0"]
+
+
+def test_per_model_series_are_one_per_name_when_one_name_is_two_triton_models():
+    metrics = Metrics(per_model=2)
+
+    def entry(name: str, key: str, hits: int, held: int) -> ModelEntry:
+        ref = ModelRef(name=name, candidates=(key,), triton_name=f"{key}-hash")
+        return ModelEntry(ref, state=ModelState.READY, hits=hits, memory_bytes=held)
+
+    loaded = [entry("m", "m.tar.gz", 3, 100), entry("m", "m.tgz", 4, 50), entry("n", "n", 5, 7)]
+    metrics.state.entries = lambda: loaded
+    samples = _samples(metrics.registry, "mme_model_hits_total{")
+    assert samples + _samples(metrics.registry, "mme_model_memory_bytes{") == [
+        'mme_model_hits_total{model="m"} 7.0',
+        'mme_model_hits_total{model="n"} 5.0',
+        'mme_model_memory_bytes{model="m"} 150.0',
+        'mme_model_memory_bytes{model="n"} 7.0',
+    ]
