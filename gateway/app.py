@@ -43,6 +43,7 @@ from gateway.keys import (
     REGISTRY,
     SERVICE,
     SETTINGS,
+    STORE_NAMES,
     SUPERVISOR,
     TRITON_HEALTH,
     TRITON_METRICS,
@@ -66,6 +67,7 @@ from gateway.recovery import Recovery
 from gateway.settings import Settings
 from gateway.store import open_store
 from gateway.store.cache import DiskCache
+from gateway.store.names import StoreNames
 from gateway.triton.client import TritonControl
 from gateway.triton.embedded import prepare_runtime
 from gateway.triton.health import LivenessProbe, TritonHealth
@@ -175,6 +177,7 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.max_archive_members,
         settings.max_unpack_ratio,
     )
+    app[STORE_NAMES] = StoreNames(store.locate)  # KServe's bare names, as the store holds them
     app[METRICS].watch_disk(lambda: (cache.used, cache.budget))
     await asyncio.to_thread(cache.prepare_dirs)
     log.info("disk cache: %d MiB used of a %d MiB budget", cache.used >> 20, cache.budget >> 20)
@@ -351,6 +354,7 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         hot = Hot(
             invoker=Invoker(settings, app[SERVICE], app[VARIANTS]),
             service=app[SERVICE],
+            names=app[STORE_NAMES],
             internal=UpstreamPool("127.0.0.1", runner.addresses[0][1], max_connections=16),
             max_body_size=settings.max_body_size,
             ready_timeout=settings.model_ready_timeout,

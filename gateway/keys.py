@@ -16,6 +16,7 @@ from gateway.metrics import Metrics
 from gateway.recovery import Recovery
 from gateway.settings import Settings
 from gateway.store.cache import DiskCache
+from gateway.store.names import StoreNames
 from gateway.triton.client import TritonControl
 from gateway.triton.health import TritonHealth
 from gateway.triton.supervisor import TritonSupervisor
@@ -40,3 +41,4 @@ AUTH = web.AppKey("auth", Authorizer)
 TRITON_HEALTH = web.AppKey("triton_health", TritonHealth)
 RECOVERY = web.AppKey("recovery", Recovery)
 RECLAIMER = web.AppKey("reclaimer", Reclaimer)
+STORE_NAMES = web.AppKey("store_names", StoreNames)

@@ -3,8 +3,9 @@
 The Triton model name is derived from the target path so that it is valid in a model
 repository (one folder name), unique (a hash of the path) and stable across restarts.
 Distinct store keys get distinct names: ``m.tar.gz``, ``m.tgz``, ``m.tar`` and a folder
-``m`` are four models, so one is never served for another. A bare KServe v2 name, which
-may stand for any of them, is a model of its own.
+``m`` are four models, so one is never served for another. A bare KServe v2 name may
+stand for any of them: gateway.store.names asks the store which it is, and only where the
+store holds none does the bare name's own reference (its fetch answers 404) remain.
 """
 
 from __future__ import annotations

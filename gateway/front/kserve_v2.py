@@ -21,8 +21,9 @@ from gateway.front import access
 from gateway.front.middleware import to_response
 from gateway.front.replies import Reply
 from gateway.inference import InferenceService
-from gateway.keys import SERVICE, SETTINGS, UPSTREAM
-from gateway.resolve import ModelRef, resolve_kserve_name
+from gateway.keys import SERVICE, SETTINGS, STORE_NAMES, UPSTREAM
+from gateway.resolve import ModelRef
+from gateway.store.names import StoreNames
 from gateway.triton.answer import HEADER_LENGTH, error_shown_as, show_as
 from gateway.triton.upstream import UpstreamResponse
 
@@ -43,7 +44,7 @@ def _reply(response: UpstreamResponse, body: bytes | None = None) -> Reply:
 async def _ensure(request: web.Request) -> ModelRef:
     name = request.match_info["name"]
     principal = await access.authorize(request, kserve_targets(name))  # before any load
-    ref = resolve_kserve_name(principal.kserve_name(name) if principal else name)
+    ref = await request.app[STORE_NAMES].resolve(principal.kserve_name(name) if principal else name)
     deadline = request.loop.time() + request.app[SETTINGS].model_ready_timeout
     await request.app[SERVICE].entry(ref, deadline)
     return ref
@@ -51,6 +52,7 @@ async def _ensure(request: web.Request) -> ModelRef:
 
 async def infer(
     service: InferenceService,
+    names: StoreNames,
     name: str,
     version: str,
     headers: Mapping[str, str],
@@ -60,7 +62,7 @@ async def infer(
 ) -> Reply:
     """Transport-free infer: the body passes through, and so does Triton's answer, with the
     model shown as ``public_name`` (the name in the URL)."""
-    ref = resolve_kserve_name(name)
+    ref = await names.resolve(name)
     forwarded = {h: headers[h.lower()] for h in _PASSED_HEADERS if h.lower() in headers}
     _, response = await service.invoke(ref, body, forwarded, deadline, version)
     if response.status == 200:

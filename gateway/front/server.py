@@ -49,6 +49,7 @@ from gateway.inference import InferenceService
 from gateway.log import CACHE_HIT, MODEL, REQUEST_ID, AccessLog
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.store.names import StoreNames
 from gateway.triton.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class Hot:
 
     invoker: Invoker
     service: InferenceService
+    names: StoreNames
     internal: UpstreamPool
     max_body_size: int
     ready_timeout: float
@@ -479,7 +481,14 @@ class Connection(asyncio.Protocol):
                 principal = hot.auth.authorize(*_signed(request), kserve_targets(asked))
                 name = principal.kserve_name(asked)
             return kserve_v2.infer(
-                hot.service, name, version, request.headers, request.body, request.deadline, asked
+                hot.service,
+                hot.names,
+                name,
+                version,
+                request.headers,
+                request.body,
+                request.deadline,
+                asked,
             )
         return None
 

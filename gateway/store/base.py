@@ -30,6 +30,11 @@ class ModelStore(Protocol):
         """
         ...
 
+    def locate(self, candidates: Sequence[str]) -> str | None:
+        """Blocking: the first candidate that exists in the store (None: none does). Errors
+        as for ``fetch``."""
+        ...
+
     async def close(self) -> None: ...
 
 

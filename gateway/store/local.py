@@ -35,6 +35,9 @@ class LocalModelStore:
             return path
         return None
 
+    def locate(self, candidates: Sequence[str]) -> str | None:
+        return next((key for key in candidates if self._locate(key) is not None), None)
+
     def fetch(self, candidates: Sequence[str], dest: Path, limits: Limits) -> Fetched:
         for key in candidates:
             path = self._locate(key)

@@ -174,6 +174,18 @@ class S3ModelStore:
             )
         raise ModelNotFound(f"Model '{candidates[0]}' was not found in the model store.")
 
+    def locate(self, candidates: Sequence[str]) -> str | None:
+        for key in candidates:
+            if not is_archive(key):
+                continue
+            try:
+                with map_s3_errors(key, self.url_of(key)):
+                    self._client.head_object(Bucket=self.bucket, Key=self.prefix + key)
+            except ModelNotFound:
+                continue
+            return key
+        return None
+
     def _fetch_key(self, key: str, dest: Path, limits: Limits) -> Fetched:
         url = self.url_of(key)
         for attempt in range(1, DOWNLOADS_PER_MODEL + 1):

@@ -23,6 +23,7 @@ from gateway.inference import InferenceService
 from gateway.loading.registry import Registry
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.store.names import StoreNames
 from gateway.triton.upstream import UpstreamPool
 from gateway.variants import Variants
 
@@ -51,6 +52,7 @@ async def _serving(limits: Limits) -> AsyncIterator[tuple[FrontServer, int]]:
     hot = Hot(
         Invoker(Settings(), service, Variants(Settings())),
         service,
+        StoreNames(lambda candidates: None),  # no KServe infer here
         internal,
         max_body_size=1000,
         ready_timeout=5,

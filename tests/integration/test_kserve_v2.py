@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import urllib.request
+
 import numpy as np
 import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
+
+from gateway.resolve import resolve_kserve_name, resolve_target
+from tests.conftest import runtime_client
 
 
 @pytest.fixture
@@ -61,3 +67,22 @@ def test_unknown_model_is_404(client, s3_gateway):
                 )
             ],
         )
+
+
+def test_one_store_object_is_one_triton_model_whichever_front_asks(client, s3_gateway):
+    runtime = runtime_client(s3_gateway)
+    answer = runtime.invoke_endpoint(
+        EndpointName="e",
+        TargetModel="add_one.tar.gz",
+        ContentType="application/json",
+        Body=b'{"inputs":[{"name":"INPUT0","shape":[1,1],"datatype":"FP32","data":[1]}]}',
+    )
+    assert json.loads(answer["Body"].read())["model_name"] == "add_one.tar.gz"
+    inputs = [httpclient.InferInput("INPUT0", [1, 1], "FP32")]
+    inputs[0].set_data_from_numpy(np.ones((1, 1), np.float32))
+    result = client.infer("add_one", inputs)
+    assert result.get_response()["model_name"] == "add_one"  # each client, its own name
+    with urllib.request.urlopen(s3_gateway.admin_url + "/admin/models", timeout=10) as response:
+        loaded = {row["tritonName"] for row in json.loads(response.read())["models"]}
+    assert resolve_target("add_one.tar.gz").triton_name in loaded
+    assert resolve_kserve_name("add_one").triton_name not in loaded  # no second copy
