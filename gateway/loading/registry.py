@@ -1,24 +1,37 @@
 """Every model's state, and the only code that changes it.
 
 Each model the gateway knows has one ``ModelEntry``; this module is its only writer. Other
-modules read entries and ask for transitions, which check that they are legal and raise
-``IllegalTransition`` if not::
+modules read entries and ask for transitions, which check against ``TRANSITIONS`` that they
+are legal and raise ``IllegalTransition`` if not. The table, as ``transition_table()`` draws
+it (a test keeps this copy equal to it)::
 
-                 begin            fetched   became_ready / repaired
-      (gone) ──────────▶ DOWNLOADING ─────▶ LOADING ─────────────▶ READY ◀──┐
-        ▲  ▲                 │               │ ▲                    │ │ │   │ begin_scaling /
-        │  │     abandon     │               │ └──── broken ────────┤ │ └───┘ end_scaling,
-        │  └─────────────────┴───────────────┘   (its stub died)    │ │       hold / release,
-        │                    │ failed(error, ttl)     adopt ────────┘ │       pin (in flight)
-        │                    ▼                    (reconcile)         │ start_unload
-        │  expired        FAILED                                      ▼ (idle, not held)
-        └────────────────────┘                                    UNLOADING
-        ◀──────────────────────────────── unloaded / vanished ────────┘
+    transition     from                        to
+    begin          (gone)                      DOWNLOADING
+    adopt          (gone)                      READY
+    fetched        DOWNLOADING                 LOADING
+    failed         DOWNLOADING, LOADING        FAILED, or (gone) with no TTL
+    abandon        DOWNLOADING, LOADING        (gone)
+    became_ready   LOADING                     READY
+    repaired       LOADING                     READY
+    broken         READY                       LOADING
+    start_unload   READY                       UNLOADING
+    vanished       READY                       (gone)
+    unloaded       UNLOADING                   (gone)
+    unload_failed  UNLOADING                   READY
+    expired        FAILED                      (gone)
+    measured       READY, UNLOADING            (unchanged)
+    begin_scaling  READY                       (unchanged)
+    hold           READY                       (unchanged)
+    reset          any                         (gone)
 
-    reset(): every entry is gone (Triton restarted and forgot every model).
-    vanished(): Triton's repository index no longer shows a READY model as READY.
-    broken() / repaired(): a READY model lost a process and is reloaded in place
-    (loading/repair.py); requests wait for it meanwhile as for any load.
+- adopt: Triton holds a model this gateway placed but did not track (the reconciler).
+- broken / repaired: a READY model lost a process and is reloaded in place
+  (loading/repair.py); requests wait for it meanwhile as for any load.
+- vanished: Triton's repository index no longer shows a READY model as READY.
+- unload_failed: Triton may still hold it; the reconciler checks which.
+- reset: Triton restarted and forgot every model.
+- Pins (requests in flight), holds (an ensemble's members) and scaling are flags on a READY
+  entry, not states; start_unload refuses an entry with any of them.
 
 A FAILED entry answers its error at once until it expires, so a model Triton rejects is
 not downloaded and loaded again by every request. Transitions never await: under asyncio
@@ -46,6 +59,39 @@ class ModelState(enum.Enum):
     READY = "ready"
     UNLOADING = "unloading"
     FAILED = "failed"
+
+
+ANY = tuple(ModelState)
+TRANSITIONS: dict[str, tuple[tuple[ModelState, ...], str]] = {
+    # name: (the states it leaves, () for (gone); what it leads to)
+    "begin": ((), "DOWNLOADING"),
+    "adopt": ((), "READY"),
+    "fetched": ((ModelState.DOWNLOADING,), "LOADING"),
+    "failed": ((ModelState.DOWNLOADING, ModelState.LOADING), "FAILED, or (gone) with no TTL"),
+    "abandon": ((ModelState.DOWNLOADING, ModelState.LOADING), "(gone)"),
+    "became_ready": ((ModelState.LOADING,), "READY"),
+    "repaired": ((ModelState.LOADING,), "READY"),
+    "broken": ((ModelState.READY,), "LOADING"),
+    "start_unload": ((ModelState.READY,), "UNLOADING"),
+    "vanished": ((ModelState.READY,), "(gone)"),
+    "unloaded": ((ModelState.UNLOADING,), "(gone)"),
+    "unload_failed": ((ModelState.UNLOADING,), "READY"),
+    "expired": ((ModelState.FAILED,), "(gone)"),
+    "measured": ((ModelState.READY, ModelState.UNLOADING), "(unchanged)"),
+    "begin_scaling": ((ModelState.READY,), "(unchanged)"),
+    "hold": ((ModelState.READY,), "(unchanged)"),
+    "reset": (ANY, "(gone)"),
+}
+"""Every transition an entry can take: the checks below read it, the docstring draws it."""
+
+
+def transition_table() -> str:
+    """TRANSITIONS as the module docstring shows it."""
+    lines = [f"{'transition':<15}{'from':<28}to"]
+    for name, (sources, target) in TRANSITIONS.items():
+        left = "any" if sources == ANY else ", ".join(s.name for s in sources) or "(gone)"
+        lines.append(f"{name:<15}{left:<28}{target}")
+    return "\n".join(lines)
 
 
 class IllegalTransition(RuntimeError):
@@ -265,14 +311,14 @@ class Registry:
 
     def fetched(self, entry: ModelEntry, disk_bytes: int, fetch_seconds: float) -> None:
         """DOWNLOADING -> LOADING: on disk, about to be loaded into Triton."""
-        self._expect(entry, "fetched", ModelState.DOWNLOADING)
+        self._expect(entry, "fetched")
         entry.state = ModelState.LOADING
         entry.disk_bytes = disk_bytes
         entry.fetch_seconds = fetch_seconds
 
     def became_ready(self, entry: ModelEntry, loaded: Loaded) -> None:
         """LOADING -> READY."""
-        self._expect(entry, "became_ready", ModelState.LOADING)
+        self._expect(entry, "became_ready")
         self._describe(entry, loaded)
         entry.state = ModelState.READY
         entry.last_used = entry.ready_since = self._clock()
@@ -290,12 +336,12 @@ class Registry:
 
     def measured(self, entry: ModelEntry, memory_bytes: int) -> None:
         """A reading corrected what a loaded model holds."""
-        self._expect(entry, "measured", ModelState.READY, ModelState.UNLOADING)
+        self._expect(entry, "measured")
         entry.memory_bytes = memory_bytes
 
     def failed(self, entry: ModelEntry, error: GatewayError, ttl: float) -> None:
         """DOWNLOADING/LOADING -> FAILED: requests get ``error`` at once for ``ttl`` s."""
-        self._expect(entry, "failed", ModelState.DOWNLOADING, ModelState.LOADING)
+        self._expect(entry, "failed")
         if ttl <= 0:
             del self._entries[entry.ref.triton_name]
             return
@@ -308,26 +354,26 @@ class Registry:
         A no-op for an entry that is no longer registered (reset meanwhile)."""
         if self._entries.get(entry.ref.triton_name) is not entry:
             return
-        self._expect(entry, "abandon", ModelState.DOWNLOADING, ModelState.LOADING)
+        self._expect(entry, "abandon")
         del self._entries[entry.ref.triton_name]
 
     def broken(self, entry: ModelEntry) -> None:
         """READY -> LOADING: it lost a process and is being reloaded in place. Requests in
         flight keep their pins; they are failing already."""
-        self._expect(entry, "broken", ModelState.READY)
+        self._expect(entry, "broken")
         if entry.scaling:
             raise self._illegal(entry, "broken (scaling: that reload replaces it)")
         entry.state = ModelState.LOADING
 
     def repaired(self, entry: ModelEntry) -> None:
         """LOADING -> READY after ``broken``: reloaded, its description unchanged."""
-        self._expect(entry, "repaired", ModelState.LOADING)
+        self._expect(entry, "repaired")
         entry.state = ModelState.READY
         entry.ready_since = self._clock()
 
     def start_unload(self, entry: ModelEntry) -> None:
         """READY -> UNLOADING: only an idle, unheld model that is not scaling."""
-        self._expect(entry, "start_unload", ModelState.READY)
+        self._expect(entry, "start_unload")
         if entry.pins or entry.scaling or entry.held:
             raise self._illegal(entry, "start_unload (pinned, scaling or held)")
         entry.state = ModelState.UNLOADING
@@ -336,25 +382,25 @@ class Registry:
         """UNLOADING -> (gone). A no-op for an entry reset meanwhile."""
         if self._entries.get(entry.ref.triton_name) is not entry:
             return
-        self._expect(entry, "unloaded", ModelState.UNLOADING)
+        self._expect(entry, "unloaded")
         del self._entries[entry.ref.triton_name]
 
     def unload_failed(self, entry: ModelEntry) -> None:
         """UNLOADING -> READY: Triton may still hold it; the reconciler checks which."""
         if self._entries.get(entry.ref.triton_name) is not entry:
             return
-        self._expect(entry, "unload_failed", ModelState.UNLOADING)
+        self._expect(entry, "unload_failed")
         entry.state = ModelState.READY
 
     def vanished(self, entry: ModelEntry) -> None:
         """READY -> (gone): Triton's index says it no longer holds the model."""
         if self._entries.get(entry.ref.triton_name) is not entry:
             return
-        self._expect(entry, "vanished", ModelState.READY)
+        self._expect(entry, "vanished")
         del self._entries[entry.ref.triton_name]
 
     def begin_scaling(self, entry: ModelEntry) -> None:
-        self._expect(entry, "begin_scaling", ModelState.READY)
+        self._expect(entry, "begin_scaling")
         if entry.scaling:
             raise self._illegal(entry, "begin_scaling (already scaling)")
         entry.scaling = True
@@ -373,7 +419,7 @@ class Registry:
             entry.memory_bytes = memory_bytes
 
     def hold(self, entry: ModelEntry) -> None:
-        self._expect(entry, "hold", ModelState.READY)
+        self._expect(entry, "hold")
         entry.held = True
 
     def release(self, entry: ModelEntry) -> None:
@@ -398,8 +444,9 @@ class Registry:
         entry.batch = loaded.batch
         entry.config_json = loaded.config_json
 
-    def _expect(self, entry: ModelEntry, transition: str, *states: ModelState) -> None:
-        if entry.state not in states or self._entries.get(entry.ref.triton_name) is not entry:
+    def _expect(self, entry: ModelEntry, transition: str) -> None:
+        sources = TRANSITIONS[transition][0]
+        if entry.state not in sources or self._entries.get(entry.ref.triton_name) is not entry:
             raise self._illegal(entry, transition)
 
     @staticmethod

@@ -2,10 +2,23 @@
 
 from __future__ import annotations
 
+import textwrap
+from collections.abc import Callable
+
 import pytest
 
 from gateway.errors import ModelError
-from gateway.loading.registry import IllegalTransition, Loaded, ModelState, Registry
+from gateway.loading import registry as registry_module
+from gateway.loading.registry import (
+    ANY,
+    TRANSITIONS,
+    IllegalTransition,
+    Loaded,
+    ModelEntry,
+    ModelState,
+    Registry,
+    transition_table,
+)
 from gateway.resolve import resolve_target
 
 REF = resolve_target("m.tar.gz")
@@ -157,3 +170,87 @@ def test_registry_loaded_by_recency_leaves_out_failed_and_loading_models():
     registry.begin(resolve_target("loading.tar.gz"))
     assert len(registry.entries()) == 4
     assert registry.loaded_by_recency() == [older, newer]  # what a restarted Triton reloads
+
+
+def test_registry_docstring_draws_the_transition_table():
+    drawn = textwrap.indent(transition_table(), "    ")
+    assert drawn in (registry_module.__doc__ or "")
+
+
+def _in_state(registry: Registry, state: ModelState | None) -> ModelEntry:
+    """An entry of REF in ``state``; for None, one that is no longer registered."""
+    entry = registry.begin(REF)
+    if state is None:
+        registry.abandon(entry)
+    elif state is ModelState.FAILED:
+        registry.failed(entry, ModelError("bad", 500, "bad"), ttl=60)
+    elif state is not ModelState.DOWNLOADING:
+        registry.fetched(entry, 10, 0.1)
+        if state is not ModelState.LOADING:
+            registry.became_ready(entry, LOADED)
+            if state is ModelState.UNLOADING:
+                registry.start_unload(entry)
+    assert registry.get(REF.triton_name) is (None if state is None else entry)
+    return entry
+
+
+def _take(registry: Registry, clock: Clock, name: str, entry: ModelEntry) -> None:
+    def expire() -> None:
+        clock.now += 61
+        registry.failure(REF.triton_name)
+
+    calls: dict[str, Callable[[], object]] = {
+        "begin": lambda: registry.begin(REF),
+        "adopt": lambda: registry.adopt(REF, LOADED),
+        "fetched": lambda: registry.fetched(entry, 10, 0.1),
+        "failed": lambda: registry.failed(entry, ModelError("bad", 500, "bad"), ttl=60),
+        "abandon": lambda: registry.abandon(entry),
+        "became_ready": lambda: registry.became_ready(entry, LOADED),
+        "repaired": lambda: registry.repaired(entry),
+        "broken": lambda: registry.broken(entry),
+        "start_unload": lambda: registry.start_unload(entry),
+        "vanished": lambda: registry.vanished(entry),
+        "unloaded": lambda: registry.unloaded(entry),
+        "unload_failed": lambda: registry.unload_failed(entry),
+        "expired": expire,
+        "measured": lambda: registry.measured(entry, 5),
+        "begin_scaling": lambda: registry.begin_scaling(entry),
+        "hold": lambda: registry.hold(entry),
+        "reset": registry.reset,
+    }
+    assert set(calls) == set(TRANSITIONS)
+    calls[name]()
+
+
+_IGNORE_UNREGISTERED = {"abandon", "unloaded", "unload_failed", "vanished"}
+"""These are no-ops for an entry reset meanwhile (tested above), not refusals."""
+_TARGETS = {"(gone)": None, "(unchanged)": "same", "FAILED, or (gone) with no TTL": "FAILED"}
+
+
+@pytest.mark.parametrize("name", sorted(TRANSITIONS))
+@pytest.mark.parametrize("state", [None, *ModelState], ids=lambda s: s.name if s else "gone")
+def test_registry_code_takes_exactly_the_drawn_transitions(name, state):
+    sources, target = TRANSITIONS[name]
+    clock = Clock()
+    registry = Registry(clock=clock)
+    entry = _in_state(registry, state)
+    allowed = sources == ANY or (state in sources if sources else state is None)
+    if name == "expired" and state is not ModelState.FAILED:
+        return  # time passes for every entry; only a failure expires
+    if not allowed and state is None and name in _IGNORE_UNREGISTERED:
+        return
+    if not allowed:
+        # begin on a remembered failure raises that failure: the drawn answer of FAILED
+        refusal = ModelError if (name, state) == ("begin", ModelState.FAILED) else IllegalTransition
+        with pytest.raises(refusal):
+            _take(registry, clock, name, entry)
+        return
+    _take(registry, clock, name, entry)
+    after = registry.get(REF.triton_name)
+    expected = _TARGETS.get(target, target)
+    if expected is None:
+        assert after is None
+    elif expected == "same":
+        assert after is entry and after.state is state
+    else:
+        assert after is not None and after.state.name == expected
