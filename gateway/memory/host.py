@@ -69,8 +69,9 @@ def pids_by_model(root: int) -> Processes:
     return Processes(root, stubs, members)
 
 
-def group_members(pgid: int) -> list[int]:
-    """Processes in the process group ``pgid`` (one pass over /proc)."""
+def group_members(pgid: int, live: bool = False) -> list[int]:
+    """Processes in the process group ``pgid`` (one pass over /proc); ``live``: zombies
+    left out."""
     members = []
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
@@ -79,9 +80,17 @@ def group_members(pgid: int) -> list[int]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue  # exited meanwhile
-        if int(fields[2]) == pgid:
+        if int(fields[2]) == pgid and not (live and fields[0] == "Z"):
             members.append(int(entry.name))
     return members
+
+
+def command_name(pid: int) -> str:
+    """The process's name (``comm``), "" once it has exited."""
+    try:
+        return (PROC / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def triton_processes(root: int) -> set[int]:

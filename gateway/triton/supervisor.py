@@ -22,6 +22,7 @@ from pathlib import Path
 
 from gateway.background import Background
 from gateway.errors import GatewayError
+from gateway.memory.host import command_name, group_members
 from gateway.settings import Settings
 from gateway.triton.embedded import EmbeddedRuntime
 from gateway.triton.health import LivenessProbe, TritonHealth
@@ -242,18 +243,9 @@ def _kill_group(pgid: int) -> None:
 
 def _live_members(pgid: int) -> list[int]:
     """Processes of the group, zombies left out, that are tritonserver or its stubs."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            comm = (entry / "comm").read_text().strip()
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[2]) == pgid and fields[0] != "Z" and comm.startswith(_TRITON_COMMS):
-            members.append(int(entry.name))
-    return members
+    return [
+        pid for pid in group_members(pgid, live=True) if command_name(pid).startswith(_TRITON_COMMS)
+    ]
 
 
 def reap_orphan(pid_file: Path, wait_s: float = 10.0) -> bool:
