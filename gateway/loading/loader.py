@@ -165,7 +165,8 @@ class Loader:
                 ) from None
             except ModelError as exc:
                 self._metrics.failed_loads.inc()
-                self._registry.failed(entry, exc, self._settings.load_failure_ttl)
+                if self._registry.get(ref.triton_name) is entry:  # not reset meanwhile
+                    self._registry.failed(entry, exc, self._settings.load_failure_ttl)
                 await self._cache.remove(ref)  # a bad copy on disk must not be loaded again
                 raise
             except BaseException:
@@ -175,6 +176,14 @@ class Loader:
         finally:
             slot.give()
         return entry
+
+    def _still_tracked(self, entry: ModelEntry) -> None:
+        """Triton restarts reset the registry: a load begun before one is not the new
+        Triton's, and its requests are told to retry (503), not given an internal error."""
+        if self._registry.get(entry.ref.triton_name) is not entry:
+            raise ServiceUnavailable(
+                f"Triton restarted while model '{entry.ref.shown}' was loading; retry the request."
+            )
 
     async def _fetch_and_load(
         self, ref: ModelRef, entry: ModelEntry, started: float, slot: _Slot
@@ -190,6 +199,7 @@ class Loader:
         if not materialized.hit:
             self._metrics.downloading.observe(fetch_seconds)
         view = await asyncio.to_thread(_read_and_label, materialized.path, ref)
+        self._still_tracked(entry)
         self._registry.fetched(entry, materialized.bytes, fetch_seconds)
         kind = self._capacity.kind_for(view.cpu_only)
         try:
@@ -201,6 +211,7 @@ class Loader:
             loaded = await self._load_within_memory(
                 entry, view, "host", view.cpu_config_json, started, slot
             )
+        self._still_tracked(entry)
         self._registry.became_ready(entry, loaded)
         self._policy.record_load(ref.triton_name, loaded.memory_bytes, loaded.load_seconds)
         log.info(

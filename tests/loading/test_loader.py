@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import InsufficientMemory, ModelError, ModelNotReady
+from gateway.errors import InsufficientMemory, ModelError, ModelNotReady, ServiceUnavailable
 from gateway.loading.registry import ModelState
 from gateway.resolve import resolve_target
 from gateway.settings import Settings
@@ -80,6 +80,25 @@ async def test_loader_remembers_a_rejected_model_for_its_ttl(tmp_path):
         await parts.loader.ensure_loaded(ref, 1e9)
     await _spin()
     assert parts.triton.pending == {}  # answered from the registry, no new load
+
+
+@pytest.mark.parametrize("outcome", ["loads", "fails"])
+async def test_loader_load_across_a_triton_restart_is_503_not_an_internal_error(tmp_path, outcome):
+    parts = _stack(tmp_path, load_failure_ttl=60)
+    ref = resolve_target(MODELS[0])
+    waiting = asyncio.create_task(parts.loader.ensure_loaded(ref, 1e9))
+    await _spin()
+    parts.registry.reset()  # Triton restarted while Triton's load_model ran
+    pending = parts.triton.pending[ref.triton_name]
+    if outcome == "loads":
+        pending.set_result(None)
+        with pytest.raises(ServiceUnavailable, match=r"restarted while model 'm0\.tar\.gz'"):
+            await waiting
+    else:
+        pending.set_exception(ModelError("bad", 500, "bad"))
+        with pytest.raises(ModelError):
+            await waiting
+    assert parts.registry.get(ref.triton_name) is None  # the next request starts afresh
 
 
 async def test_loader_uses_a_declared_need_before_the_first_load(tmp_path):
