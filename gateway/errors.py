@@ -33,6 +33,9 @@ from typing import Any, Self
 class GatewayError(Exception):
     status = 500
     error_type = "InternalFailure"
+    model = ""
+    """The name the message gives the model (set where one error may answer clients who
+    named the model differently: a shared load, a remembered failure)."""
 
     def __init__(self, message: str, **extra: Any) -> None:
         super().__init__(message)
@@ -46,6 +49,19 @@ class GatewayError(Exception):
         clone = self.__class__.__new__(self.__class__)
         clone.__dict__.update(self.__dict__)
         clone.args = self.args
+        return clone
+
+    def for_model(self, name: str) -> Self:
+        """A copy that names the model ``name`` wherever this one named it ``model``."""
+        clone = self.copy()
+        if self.model and name != self.model:
+            old, new = f"'{self.model}'", f"'{name}'"
+            clone.message = self.message.replace(old, new)
+            clone.args = (clone.message,)
+            clone.extra = {
+                k: v.replace(old, new) if isinstance(v, str) else v for k, v in self.extra.items()
+            }
+            clone.model = name
         return clone
 
 

@@ -122,7 +122,7 @@ class InferenceService:
             return  # Triton's answer stands
         failure = self._registry.failure(ref.triton_name)
         if failure is not None:
-            raise failure.copy()  # it keeps crashing
+            raise failure.for_model(ref.shown)  # it keeps crashing
         raise ServiceUnavailable(
             f"Model '{ref.shown}' lost its process while serving this request; it is being "
             "reloaded: retry the request."

@@ -113,7 +113,7 @@ class Loader:
             return entry
         error = self._registry.failure(name)
         if error is not None:
-            raise error.copy()
+            raise error.for_model(ref.shown)
         task = self._tasks.get(name)
         if task is None:
             task = asyncio.create_task(self._load(ref), name=f"load:{name}")
@@ -130,7 +130,10 @@ class Loader:
                 del self._waiting[name]
         if not done:
             raise ModelNotReady(f"Model '{ref.shown}' is still loading; retry the request shortly.")
-        return task.result()
+        try:
+            return task.result()
+        except GatewayError as exc:  # one load for every client, each told in its own words
+            raise exc.for_model(ref.shown) from exc
 
     def _forget(self, triton_name: str, task: asyncio.Task[ModelEntry]) -> None:
         self._tasks.pop(triton_name, None)
@@ -142,6 +145,13 @@ class Loader:
                 self._on_stray()
 
     async def _load(self, ref: ModelRef) -> ModelEntry:
+        try:
+            return await self._load_once(ref)
+        except GatewayError as exc:
+            exc.model = exc.model or ref.shown  # what its message calls the model
+            raise
+
+    async def _load_once(self, ref: ModelRef) -> ModelEntry:
         await self._capacity.wait_unloaded(ref.triton_name)
         slot = _Slot(self._slots)
         await slot.take()
@@ -336,6 +346,7 @@ class Loader:
             original_status=500,
             original_message=evidence,
         )
+        error.model = entry.ref.shown
         self._metrics.crash_loops.inc()
         log.error("model %s keeps crashing (%s): failed for now", entry.ref.name, evidence)
         self._registry.failed(entry, error, self._settings.load_failure_ttl)
@@ -353,6 +364,7 @@ class Loader:
                     entry.ref.triton_name, entry.config_json or None, shown=entry.ref.shown
                 )
         except ModelError as exc:
+            exc.model = entry.ref.shown
             self._registry.failed(entry, exc, self._settings.load_failure_ttl)
             raise
         except BaseException:

@@ -4,6 +4,7 @@ loads nobody waits for, remembered failures, declared memory needs."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,20 @@ async def test_loader_python_model_on_the_host_is_measured_without_a_before_read
     entry = await waiting
     assert parts.monitor.readings == 2
     assert entry.memory_bytes == 70 * MiB  # its own processes' figure, exactly
+
+
+async def test_loader_one_failed_load_is_told_to_each_client_in_its_own_words(tmp_path):
+    parts = _stack(tmp_path, load_failure_ttl=60)
+    sagemaker = resolve_target(MODELS[0])  # m0.tar.gz
+    kserve = dataclasses.replace(sagemaker, asked="m0")  # the same object, named bare
+    first = asyncio.create_task(parts.loader.ensure_loaded(sagemaker, 1e9))
+    second = asyncio.create_task(parts.loader.ensure_loaded(kserve, 1e9))
+    await _spin()
+    error = ModelError("Model 'm0.tar.gz' failed to load: 'm0.tar.gz' is bad", 400, "x")
+    parts.triton.pending[sagemaker.triton_name].set_exception(error)
+    with pytest.raises(ModelError, match=r"^Model 'm0\.tar\.gz' failed to load: 'm0\.tar\.gz'"):
+        await first
+    with pytest.raises(ModelError, match=r"^Model 'm0' failed to load: 'm0' is bad"):
+        await second
+    with pytest.raises(ModelError, match=r"^Model 'm0' failed"):  # the remembered failure
+        await parts.loader.ensure_loaded(kserve, 1e9)
