@@ -55,6 +55,7 @@ async def _serve_hot(port: int, upstream_port: int, profile: str | None, log_pat
     from gateway.metrics import Metrics
     from gateway.resolve import resolve_target
     from gateway.settings import Settings
+    from gateway.store.names import StoreNames
     from gateway.triton.upstream import UpstreamPool
     from gateway.variants import Variants
 
@@ -76,6 +77,7 @@ async def _serve_hot(port: int, upstream_port: int, profile: str | None, log_pat
     hot = Hot(
         invoker=Invoker(settings, service, Variants(settings)),
         service=service,
+        names=StoreNames(lambda candidates: None),  # SageMaker traffic only
         internal=UpstreamPool("127.0.0.1", upstream_port, max_connections=16),
         max_body_size=settings.max_body_size,
         ready_timeout=settings.model_ready_timeout,

@@ -373,7 +373,7 @@ class Soak:
 
         triton = self.gateway.triton_pid()
         name = resolve_target("m0.tar.gz").triton_name
-        stubs = pids_by_model(triton).get(name, []) if triton else []
+        stubs = list(pids_by_model(triton).stubs.get(name, ())) if triton else []
         if not stubs:
             fault.note = "m0 not loaded at the time"
             return
