@@ -114,12 +114,10 @@ class InferenceService:
         that arrives once the model was reloaded since the request was sent speaks of the
         processes replaced: retry too."""
         evidence = response.body[:300].decode("utf-8", "replace")
-        if (
-            entry.ready_since == loaded_at
-            and (self._stub_died is None or not await self._stub_died(entry, evidence))
-            and entry.ready_since == loaded_at
-        ):  # (again: the check awaits)
-            return  # Triton's answer stands
+        if entry.ready_since == loaded_at and (
+            self._stub_died is None or not await self._stub_died(entry, evidence)
+        ):
+            return  # Triton's answer stands (stub_died saw no reload meanwhile either)
         failure = self._registry.failure(ref.triton_name)
         if failure is not None:
             raise failure.for_model(ref.shown)  # it keeps crashing

@@ -29,6 +29,8 @@ class StoreNames:
         self._locate = locate
         self._known: OrderedDict[str, ModelRef] = OrderedDict()
         self._limit = known
+        self._asking: dict[str, asyncio.Future[str | None]] = {}
+        """Questions to the store in flight: one per name, however many requests wait."""
 
     async def resolve(self, name: str) -> ModelRef:
         ref = resolve_kserve_name(name)  # ModelNotFound for a name no store could hold
@@ -37,7 +39,12 @@ class StoreNames:
         known = self._known.get(name)
         if known is not None:
             return known
-        key = await asyncio.to_thread(self._locate, ref.candidates)
+        asking = self._asking.get(name)
+        if asking is None:
+            asking = asyncio.ensure_future(asyncio.to_thread(self._locate, ref.candidates))
+            self._asking[name] = asking
+            asking.add_done_callback(lambda _: self._asking.pop(name, None))
+        key = await asyncio.shield(asking)  # a waiter that gives up leaves it to the others
         if key is None:
             return ref
         found = dataclasses.replace(resolve_target(key), asked=name)

@@ -80,3 +80,15 @@ def test_s3_bare_name_is_the_first_archive_that_exists(s3):
     assert store.locate(resolve_kserve_name("nothing").candidates) is None
     ref = asyncio.run(StoreNames(store.locate).resolve("m"))
     assert ref.triton_name == resolve_target("m.tgz").triton_name and ref.shown == "m"
+
+
+def test_concurrent_requests_for_a_new_name_ask_the_store_once(local):
+    locate = Counting(local)
+    names = StoreNames(locate)
+
+    async def many() -> list[str]:
+        refs = await asyncio.gather(*(names.resolve("team/a") for _ in range(20)))
+        return [ref.triton_name for ref in refs]
+
+    assert set(asyncio.run(many())) == {resolve_target("team/a.tgz").triton_name}
+    assert len(locate.asked) == 1
