@@ -275,7 +275,7 @@ class VisitRatePolicy:
         history: int = 100_000,
     ) -> None:
         self._entries: dict[str, _Visited] = {}
-        self._past: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._past: OrderedDict[str, float] = OrderedDict()
         self._gap = gap
         self._half_life = half_life
         self._recency = recency
@@ -290,9 +290,9 @@ class VisitRatePolicy:
 
     def record_load(self, name: str, size: int, load_cost: float) -> None:
         self._tick()  # first: it may rescale the past scores
-        score, _ = self._past.pop(name, (0.0, 0))
         weight = math.pow(2.0, self._exponent)
-        self._entries[name] = _Visited(max(size, 1), load_cost, score + weight, self._ticks)
+        score = self._past.pop(name, 0.0) + weight
+        self._entries[name] = _Visited(max(size, 1), load_cost, score, self._ticks)
         self._resize()
 
     def record_hit(self, name: str) -> None:
@@ -308,7 +308,7 @@ class VisitRatePolicy:
         entry = self._entries.pop(name, None)
         if entry is None:
             return
-        self._past[name] = (entry.score, entry.last)
+        self._past[name] = entry.score
         if len(self._past) > self._history:
             self._past.popitem(last=False)
         self._resize()
@@ -341,8 +341,8 @@ class VisitRatePolicy:
             self._exponent = 0.0
             for entry in self._entries.values():
                 entry.score *= factor
-            for name, (score, last) in self._past.items():
-                self._past[name] = (score * factor, last)
+            for name in self._past:
+                self._past[name] *= factor
 
 
 POLICIES: dict[str, Callable[[], EvictionPolicy]] = {
