@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from itertools import chain
-from typing import Protocol
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,13 @@ def take_until(candidates: Iterable[Resident], bytes_needed: int) -> list[str]:
         victims.append(resident.name)
         freed += resident.size
     return victims
+
+
+def remember(past: OrderedDict[str, T], name: str, value: T, limit: int) -> None:
+    """Keep an evicted model's record for its return, the ``limit`` most recent at most."""
+    past[name] = value
+    if len(past) > limit:
+        past.popitem(last=False)
 
 
 class LRUPolicy:
@@ -137,9 +146,7 @@ class GDSFPolicy:
             return
         # max(): a pinned model may have forced a higher-H victim; the clock never goes back.
         self._clock = max(self._clock, entry.priority)
-        self._past_freq[name] = entry.freq
-        if len(self._past_freq) > self._history:
-            self._past_freq.popitem(last=False)
+        remember(self._past_freq, name, entry.freq, self._history)
 
     def choose_victims(self, residents: Sequence[Resident], bytes_needed: int) -> list[str]:
         if bytes_needed <= 0:
@@ -206,9 +213,7 @@ class DecayedGDSFPolicy:
         entry = self._entries.pop(name, None)
         if entry is None:
             return
-        self._past_score[name] = entry.score
-        if len(self._past_score) > self._history:
-            self._past_score.popitem(last=False)
+        remember(self._past_score, name, entry.score, self._history)
 
     def choose_victims(self, residents: Sequence[Resident], bytes_needed: int) -> list[str]:
         if bytes_needed <= 0:
@@ -308,9 +313,7 @@ class VisitRatePolicy:
         entry = self._entries.pop(name, None)
         if entry is None:
             return
-        self._past[name] = entry.score
-        if len(self._past) > self._history:
-            self._past.popitem(last=False)
+        remember(self._past, name, entry.score, self._history)
         self._resize()
 
     def choose_victims(self, residents: Sequence[Resident], bytes_needed: int) -> list[str]:
