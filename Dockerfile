@@ -1,7 +1,7 @@
 # The gateway alone, on a slim Python base. Triton runs from NVIDIA's own image in its own
 # container (docker-compose.yml), so any Triton release can be chosen there (TRITON_IMAGE).
 #
-# Two stages: `build` compiles the request path with mypyc (setup.py lists the modules; it
+# Two stages: `build` compiles the request path with mypyc (gateway/build.py lists the modules; it
 # needs gcc and the interpreter's headers) into a venv; the final stage copies that venv onto
 # a fresh base, with curl for health checks and `docker compose exec gateway curl ...`.
 #

@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml setup.py Makefile
 	$(PY) -m pip install -q -e '.[embedded,test,plot]'
 	touch $(STAMP)
 
-# The request path compiled with mypyc (setup.py lists the modules) into a copy of the package
+# The request path compiled with mypyc (gateway/build.py lists the modules) into a copy of the package
 # under build/compiled: `make run` and `make bench` serve it (PYTHONPATH), the source tree
 # stays pure Python, and `make test` checks both.
 COMPILED := build/compiled
@@ -44,12 +44,9 @@ run: store
 tools:
 	@command -v haproxy >/dev/null || (apt-get update -qq && apt-get install -y -qq haproxy)
 
-# Every test on the source tree (pure Python), then the request path's tests on the compiled
-# build: the unit tests of the compiled modules and the gateway end to end.
-COMPILED_TESTS := tests/front tests/triton tests/auth tests/loading tests/test_build.py \
-  tests/test_codecs.py tests/test_metrics.py tests/test_resolve.py tests/test_variants.py \
-  tests/integration/test_sagemaker_runtime.py tests/integration/test_kserve_v2.py \
-  tests/integration/test_access_control.py tests/integration/test_errors.py
+# Every test on the source tree (pure Python), then on the compiled build the compiled
+# modules' own tests and the request path end to end (gateway/build.py lists both).
+COMPILED_TESTS = $(shell $(PYTHON) gateway/build.py tests)
 
 test: install tools compiled
 	$(VENV)/bin/pytest

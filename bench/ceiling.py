@@ -46,8 +46,9 @@ ANSWER = (
 
 async def _serve_hot(port: int, upstream_port: int, profile: str | None, log_path: str) -> None:
     from gateway.front import routes
-    from gateway.front.sagemaker import Invoker
-    from gateway.front.server import FrontServer, Hot, Limits
+    from gateway.front.context import Context
+    from gateway.front.invoker import Invoker
+    from gateway.front.server import FrontServer
     from gateway.inference import InferenceService
     from gateway.loading.eviction import make_policy
     from gateway.loading.registry import Loaded, Registry
@@ -56,6 +57,7 @@ async def _serve_hot(port: int, upstream_port: int, profile: str | None, log_pat
     from gateway.resolve import resolve_target
     from gateway.settings import Settings
     from gateway.store.names import StoreNames
+    from gateway.triton.health import TritonHealth
     from gateway.triton.upstream import UpstreamPool
     from gateway.variants import Variants
 
@@ -74,19 +76,22 @@ async def _serve_hot(port: int, upstream_port: int, profile: str | None, log_pat
 
     service = InferenceService(registry, None, upstream, metrics, never_gone)  # type: ignore[arg-type]
     stream = open(log_path, "w")  # noqa: SIM115, ASYNC230  (the access log stream, as stdout)
-    hot = Hot(
+    context = Context(
+        settings=settings,
         invoker=Invoker(settings, service, Variants(settings)),
         service=service,
         names=StoreNames(lambda candidates: None),  # SageMaker traffic only
-        internal=UpstreamPool("127.0.0.1", upstream_port, max_connections=16),
-        max_body_size=settings.max_body_size,
-        ready_timeout=settings.model_ready_timeout,
+        upstream=upstream,
+        health=TritonHealth(),
         metrics=metrics,
+        triton_metrics=upstream,  # never scraped here
+        triton_metrics_path="/metrics",
+        monitors={},
+        management=None,
         access_log=AccessLog(settings.log_format, stream),
-        limits=Limits.of(settings),
     )
     loop = asyncio.get_running_loop()
-    front = FrontServer(hot, (routes.PUBLIC,))
+    front = FrontServer(context, routes.PUBLIC)
     server = await loop.create_server(front.protocol, "127.0.0.1", port, backlog=1024)
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

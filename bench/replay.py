@@ -112,7 +112,13 @@ def live(store: Path, work: Path, trace: Trace, policy: str, budget: int, per_mo
         gateway.stop()
     simulated = simulate_policy(trace, CAPACITY * MB, make_policy(policy))
     return Replay(
-        policy, loads, hits, seconds, dict(sorted(resident.items())), simulated.loads, simulated.hits
+        policy,
+        loads,
+        hits,
+        seconds,
+        dict(sorted(resident.items())),
+        simulated.loads,
+        simulated.hits,
     )
 
 

@@ -1,8 +1,10 @@
-"""create_app(): components, their lifecycles in dependency order, routes and middleware.
+"""create_app(): the components and their lifecycles in dependency order; serve(): the
+listeners, once they have started.
 
-Cleanup contexts run in order at start and in reverse at shutdown:
+aiohttp's cleanup contexts run in order at start and in reverse at shutdown:
 Triton (supervised or external) -> memory monitors and capacity -> model store and disk
-cache -> loader.
+cache -> loader. Then ``front_context`` hands the started components to the front servers
+of both listeners (``front/``).
 
 Triton's health (``TRITON_HEALTH``) is down while it restarts or hangs; around a restart
 ``Recovery`` snapshots the hot models, resets the registry and reloads them.
@@ -24,10 +26,10 @@ from aiohttp import web
 from gateway.auth import Authorizer
 from gateway.build import hot_path
 from gateway.errors import GatewayError
-from gateway.front import kserve_v2, management, ops, routes, sagemaker
-from gateway.front.middleware import errors
-from gateway.front.sagemaker import Invoker
-from gateway.front.server import FrontServer, Hot, Limits
+from gateway.front import routes
+from gateway.front.context import Context
+from gateway.front.invoker import Invoker
+from gateway.front.server import FrontServer
 from gateway.inference import InferenceService
 from gateway.keys import (
     AUTH,
@@ -300,7 +302,8 @@ async def _memory_total(capacity: Capacity) -> int:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(client_max_size=settings.max_body_size, middlewares=[errors])
+    """The components and their lifecycles; the listeners (``serve``) come after start-up."""
+    app = web.Application()
     app[SETTINGS] = settings
     app[TRITON_HEALTH] = TritonHealth()
     app[VARIANTS] = Variants(settings)
@@ -311,12 +314,28 @@ def create_app(settings: Settings) -> web.Application:
     if settings.auth_file is not None:
         app[AUTH] = Authorizer(settings.auth_file)
     app.cleanup_ctx.extend([triton_ctx, memory_ctx, store_ctx, loader_ctx])
-    handlers = {**sagemaker.HANDLERS, **kserve_v2.HANDLERS, **ops.HANDLERS}
-    if settings.admin:
-        handlers.update(management.HANDLERS)
-    scopes = (routes.PUBLIC, routes.ADMIN) if settings.admin else (routes.PUBLIC,)
-    routes.ROUTER.register(app, handlers, scopes)
     return app
+
+
+def front_context(app: web.Application) -> Context:
+    """What the listeners' handlers reach, once the app has started."""
+    settings = app[SETTINGS]
+    pool, path = app[TRITON_METRICS]
+    return Context(
+        settings=settings,
+        invoker=Invoker(settings, app[SERVICE], app[VARIANTS]),
+        service=app[SERVICE],
+        names=app[STORE_NAMES],
+        upstream=app[UPSTREAM],
+        health=app[TRITON_HEALTH],
+        metrics=app[METRICS],
+        triton_metrics=pool,
+        triton_metrics_path=path,
+        monitors=app[CAPACITY].monitors,
+        management=app[MANAGEMENT] if settings.admin else None,
+        access_log=AccessLog(settings.log_format) if settings.access_log else None,
+        auth=app.get(AUTH),
+    )
 
 
 async def _unless_stopped(starting: Awaitable[None], stop: asyncio.Event) -> bool:
@@ -335,9 +354,9 @@ async def _unless_stopped(starting: Awaitable[None], stop: asyncio.Event) -> boo
 
 
 async def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
-    """Run until SIGINT or SIGTERM: the aiohttp app on an internal loopback port, behind the
-    hot-path server on the public port and on the admin one, then a graceful stop (in-flight
-    requests first, Triton last)."""
+    """Run until SIGINT or SIGTERM: start the components (aiohttp's lifecycle), serve the
+    public listener and the admin one, then stop gracefully (in-flight requests first,
+    Triton last)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -349,39 +368,25 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         await runner.cleanup()
         return
     try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        hot = Hot(
-            invoker=Invoker(settings, app[SERVICE], app[VARIANTS]),
-            service=app[SERVICE],
-            names=app[STORE_NAMES],
-            internal=UpstreamPool("127.0.0.1", runner.addresses[0][1], max_connections=16),
-            max_body_size=settings.max_body_size,
-            ready_timeout=settings.model_ready_timeout,
-            metrics=app[METRICS],
-            access_log=AccessLog(settings.log_format) if settings.access_log else None,
-            limits=Limits.of(settings),
-            auth=app.get(AUTH),
-        )
-        await _listen(settings, hot, announce, stop)
+        await _listen(settings, front_context(app), announce, stop)
     finally:
         await runner.cleanup()
 
 
 async def _listen(
-    settings: Settings, hot: Hot, announce: Callable[[str], None], stop: asyncio.Event
+    settings: Settings, context: Context, announce: Callable[[str], None], stop: asyncio.Event
 ) -> None:
-    """The public listener, and the admin one unless --no-admin; both route through the
-    same table, each serving its own scope."""
+    """The public listener, and the admin one unless --no-admin: one server each, routing
+    through the same table, each serving its own scope."""
     loop = asyncio.get_running_loop()
-    fronts = [FrontServer(hot, (routes.PUBLIC,))]
+    fronts = [FrontServer(context, routes.PUBLIC)]
     servers = [
         await loop.create_server(
             fronts[0].protocol, settings.host, settings.port, reuse_address=True, backlog=1024
         )
     ]
     if settings.admin:
-        fronts.append(FrontServer(hot, (routes.ADMIN,)))
+        fronts.append(FrontServer(context, routes.ADMIN))
         servers.append(
             await loop.create_server(
                 fronts[1].protocol, settings.admin_host, settings.admin_port, reuse_address=True
@@ -391,13 +396,12 @@ async def _listen(
         announce(f"admin routes on http://{settings.admin_host}:{port}")
     announce(f"request path: {hot_path()}")
     announce(f"======== Running on http://{settings.host}:{settings.port} ========")
-    if hot.auth is not None:
-        loop.add_signal_handler(signal.SIGHUP, hot.auth.reload)
+    if context.auth is not None:
+        loop.add_signal_handler(signal.SIGHUP, context.auth.reload)
     await stop.wait()
     log.info("shutting down")
     for server in servers:
         server.close()
     await asyncio.gather(*(front.close(settings.shutdown_timeout) for front in fronts))
-    await hot.internal.close()
-    if hot.access_log is not None:
-        hot.access_log.flush()
+    if context.access_log is not None:
+        context.access_log.flush()

@@ -22,7 +22,7 @@
     └── InsufficientMemory            507 InsufficientMemory
 
 Adapters (``triton/errors.py``, ``store/s3.py``) translate third-party errors into these;
-``front/middleware.py`` is the one place that renders them.
+``front/replies.py`` is the one place that renders them.
 """
 
 from __future__ import annotations

@@ -175,6 +175,24 @@ class Management:
         more = len(names) > size
         return [self._named[n] for n in chosen], _encode(chosen[-1]) if more else None
 
+    def catalogue(self) -> list[dict[str, object]]:
+        """Every model the gateway knows of, loaded or only on disk, in name order."""
+        loading = set(self._loader.loading())
+        known: dict[str, dict[str, object]] = {
+            e.ref.triton_name: {**e.describe(), "loading": e.ref.triton_name in loading}
+            for e in self._registry.entries()
+        }
+        for triton_name, size in self._cache.on_disk().items():
+            if triton_name in known:
+                known[triton_name]["diskBytes"] = size
+            else:  # unloaded, kept on disk for a fast reload
+                known[triton_name] = {
+                    "tritonName": triton_name,
+                    "state": "on disk",
+                    "diskBytes": size,
+                }
+        return sorted(known.values(), key=lambda row: str(row.get("name", row["tritonName"])))
+
     async def unload(self, name: str) -> None:
         """Forget the name at once (no request can reach it from now on), let requests in
         flight finish, then unload the model and drop it from disk."""

@@ -1,27 +1,24 @@
 """KServe v2 (Triton's own protocol): health, model metadata/ready/config, and infer.
 
-``infer`` is transport-free and served by the hot-path server; the rest are aiohttp routes.
-
 ``{name}`` is the target path without ``.tar.gz``; models load on demand. Infer bodies,
 JSON or binary extension, pass through untouched, so tritonclient.http works unmodified.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import orjson
-from aiohttp import web
-from aiohttp.typedefs import Handler
 
 from gateway import codecs
 from gateway.auth import kserve_targets
-from gateway.front import access
-from gateway.front.middleware import to_response
+from gateway.front.call import Call
+from gateway.front.context import Context
 from gateway.front.replies import Reply
 from gateway.inference import InferenceService
-from gateway.keys import SERVICE, SETTINGS, STORE_NAMES, UPSTREAM
+from gateway.log import MODEL
 from gateway.resolve import ModelRef
 from gateway.store.names import StoreNames
 from gateway.triton.answer import HEADER_LENGTH, error_shown_as, show_as
@@ -41,16 +38,31 @@ def _reply(response: UpstreamResponse, body: bytes | None = None) -> Reply:
     return Reply(response.status, response.body if body is None else body, headers)
 
 
-async def _ensure(request: web.Request) -> ModelRef:
-    name = request.match_info["name"]
-    principal = await access.authorize(request, kserve_targets(name))  # before any load
-    ref = await request.app[STORE_NAMES].resolve(principal.kserve_name(name) if principal else name)
-    deadline = request.loop.time() + request.app[SETTINGS].model_ready_timeout
-    await request.app[SERVICE].entry(ref, deadline)
-    return ref
+def _authorized(context: Context, call: Call) -> str:
+    """The model's name in the store, once the caller may use it (before any load)."""
+    asked = call.params["name"]
+    MODEL.set(asked)
+    principal = context.authorize(call, kserve_targets(asked))
+    return asked if principal is None else principal.kserve_name(asked)
 
 
-async def infer(
+def infer(context: Context, call: Call) -> Coroutine[Any, Any, Reply]:
+    """POST /v2/models/{name}[/versions/{version}]/infer: authorised now, the rest handed
+    back to await."""
+    name = _authorized(context, call)
+    return _infer(
+        context.service,
+        context.names,
+        name,
+        call.params.get("version", ""),
+        call.headers,
+        call.body,
+        call.deadline,
+        call.params["name"],
+    )
+
+
+async def _infer(
     service: InferenceService,
     names: StoreNames,
     name: str,
@@ -60,8 +72,8 @@ async def infer(
     deadline: float,
     public_name: str,
 ) -> Reply:
-    """Transport-free infer: the body passes through, and so does Triton's answer, with the
-    model shown as ``public_name`` (the name in the URL)."""
+    """The body passes through, and so does Triton's answer, with the model shown as
+    ``public_name`` (the name in the URL)."""
     ref = await names.resolve(name)
     forwarded = {h: headers[h.lower()] for h in _PASSED_HEADERS if h.lower() in headers}
     _, response = await service.invoke(ref, body, forwarded, deadline, version)
@@ -72,41 +84,38 @@ async def infer(
     return _reply(response)
 
 
-async def _model_get(request: web.Request, suffix: str) -> web.Response:
-    ref = await _ensure(request)
-    version = request.match_info.get("version")
+async def _ensure(context: Context, call: Call) -> ModelRef:
+    ref = await context.names.resolve(_authorized(context, call))
+    await context.service.entry(ref, call.deadline)
+    return ref
+
+
+async def _model_get(context: Context, call: Call, suffix: str) -> Reply:
+    ref = await _ensure(context, call)
+    version = call.params.get("version")
     path = f"/v2/models/{quote(ref.triton_name, safe='')}"
     if version:
         path += f"/versions/{quote(version, safe='')}"
-    response = await request.app[UPSTREAM].request("GET", path + suffix)
+    response = await context.upstream.request("GET", path + suffix)
     if response.status != 200 or suffix == "/ready":
-        return to_response(_reply(response))
+        return _reply(response)
     document = orjson.loads(response.body)
-    document["name"] = request.match_info["name"]  # the name the client used, as infer shows
-    return to_response(_reply(response, orjson.dumps(document)))
+    document["name"] = call.params["name"]  # the name the client used, as infer shows
+    return _reply(response, orjson.dumps(document))
 
 
-async def metadata(request: web.Request) -> web.Response:
-    return await _model_get(request, "")
+async def metadata(context: Context, call: Call) -> Reply:
+    return await _model_get(context, call, "")
 
 
-async def ready(request: web.Request) -> web.Response:
-    return await _model_get(request, "/ready")
+async def ready(context: Context, call: Call) -> Reply:
+    return await _model_get(context, call, "/ready")
 
 
-async def config(request: web.Request) -> web.Response:
-    return await _model_get(request, "/config")
+async def config(context: Context, call: Call) -> Reply:
+    return await _model_get(context, call, "/config")
 
 
-async def proxy_get(request: web.Request) -> web.Response:
+async def server_get(context: Context, call: Call) -> Reply:
     """Server-level routes (/v2, /v2/health/*) are Triton's own answer."""
-    return to_response(_reply(await request.app[UPSTREAM].request("GET", request.path)))
-
-
-HANDLERS: dict[str, Handler] = {
-    "kserve.proxy": proxy_get,
-    "kserve.ready": ready,
-    "kserve.config": config,
-    "kserve.metadata": metadata,
-}
-"""Handlers of routes.TABLE's KServe v2 routes other than infer."""
+    return _reply(await context.upstream.request("GET", call.path))

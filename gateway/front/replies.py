@@ -2,8 +2,8 @@
 
 SageMaker (rest-json, as botocore parses it): status, ``x-amzn-ErrorType: <Code>`` and
 ``{"message": ...}``; without the header boto3 cannot raise ``client.exceptions.<Code>``.
-KServe v2: status and ``{"error": ...}``. Both the hot-path server and the aiohttp routes
-render through here.
+KServe v2: status and ``{"error": ...}``. The front server renders every
+route's errors through here.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
-"""The hot-path HTTP/1.1 server: invocations and KServe v2 infer; everything else to aiohttp.
+"""The HTTP/1.1 server of both listeners: parse, route once, call the handler, write.
 
 aiohttp's server machinery (request objects, routing, middleware, stream writer) costs
 several times what a bare reverse proxy spends per request, and on a small host every
-microsecond the gateway burns is taken from Triton. So the port clients use is served by
-this protocol on httptools: it parses a request, calls the same transport-free handlers
-the aiohttp routes would, and writes the reply in one call. Requests for any other route
-are passed to the aiohttp application on an internal loopback port.
+microsecond the gateway burns is taken from Triton. So each listener is served by this
+protocol on httptools: it reads a request into a ``Call`` (bounded in size and time),
+routes it through the one table (``routes``), awaits the route's transport-free handler
+and writes its ``Reply`` in one call. Errors take the shape of the route's protocol
+(``replies``).
 """
 
 from __future__ import annotations
@@ -14,15 +15,12 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
 
 import httptools
 
-from gateway.auth import Authorizer, kserve_targets, sagemaker_targets
 from gateway.codecs import parse_count
 from gateway.errors import (
     GatewayError,
@@ -32,25 +30,12 @@ from gateway.errors import (
     UnknownOperation,
     ValidationError,
 )
-from gateway.front import kserve_v2
-from gateway.front.access import CLIENT_HOST
+from gateway.front.call import Call
+from gateway.front.context import Context
 from gateway.front.replies import Reply, error_reply, internal_failure, new_request_id
-from gateway.front.routes import (
-    KSERVE,
-    PUBLIC,
-    ROUTER,
-    SAGEMAKER,
-    Router,
-    classify,
-    forward_target,
-)
-from gateway.front.sagemaker import Invoker
-from gateway.inference import InferenceService
-from gateway.log import CACHE_HIT, MODEL, REQUEST_ID, AccessLog
-from gateway.metrics import Metrics
+from gateway.front.routes import PUBLIC, ROUTER, Router
+from gateway.log import CACHE_HIT, MODEL, REQUEST_ID
 from gateway.settings import Settings
-from gateway.store.names import StoreNames
-from gateway.triton.upstream import UpstreamPool
 
 log = logging.getLogger(__name__)
 MAX_PIPELINED = 16
@@ -61,7 +46,6 @@ LINGER_BYTES bytes before the close (so the client reads the answer, not a reset
 that sends a whole oversized body before reading, as boto3 does, still gets its 413.
 Draining only counts bytes; the time bound is what holds a connection."""
 _NEVER = float("inf")
-_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "expect"}
 _STATUS = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n" for s in HTTPStatus}
 
 
@@ -97,56 +81,35 @@ class Limits:
         return max(0.05, min(1.0, shortest / 4))
 
 
-@dataclass(frozen=True, slots=True)
-class Hot:
-    """What the hot path needs, built once the application has started."""
-
-    invoker: Invoker
-    service: InferenceService
-    names: StoreNames
-    internal: UpstreamPool
-    max_body_size: int
-    ready_timeout: float
-    metrics: Metrics
-    access_log: AccessLog | None
-    limits: Limits = field(default_factory=lambda: Limits.of(Settings()))
-    router: Router = ROUTER
-    auth: Authorizer | None = None
-    """The access check (--auth-file), or None."""
-
-
-@dataclass(slots=True)
-class _Request:
-    method: bytes
-    url: bytes
-    headers: dict[str, str]
-    body: bytes
-    keep_alive: bool
-    deadline: float
-    refusal: GatewayError | None = None
-    """Set when the request was refused while it was read: answer this, then close."""
-
-
 class _Refused(Exception):
     """Raised inside a parser callback to stop parsing; the reason is on the connection."""
 
 
 class FrontServer:
-    """One listener's connections. ``scopes``: which of the route table's routes it serves."""
+    """One listener's connections. ``scope``: which of the route table's routes it serves."""
 
-    def __init__(self, hot: Hot, scopes: Iterable[str] = (PUBLIC,)) -> None:
-        self.hot = hot
-        self.scopes = frozenset(scopes)
-        self.serves_hot = PUBLIC in self.scopes
+    def __init__(
+        self,
+        context: Context,
+        scope: str = PUBLIC,
+        limits: Limits | None = None,
+        router: Router = ROUTER,
+    ) -> None:
+        self.context = context
+        self.scope = scope
+        self.limits = limits or Limits.of(context.settings)
+        self.router = router
+        self.max_body_size = context.settings.max_body_size
+        self.ready_timeout = context.settings.model_ready_timeout
         self.connections: set[Connection] = set()
         self.closing = False
         self._drained = asyncio.Event()
         self._loop = asyncio.get_running_loop()
-        self._sweeper = self._loop.call_later(hot.limits.sweep_interval, self._sweep)
+        self._sweeper = self._loop.call_later(self.limits.sweep_interval, self._sweep)
 
     def _sweep(self) -> None:
         """Close the connections whose deadline passed: one pass a tick, no per-request timer."""
-        self._sweeper = self._loop.call_later(self.hot.limits.sweep_interval, self._sweep)
+        self._sweeper = self._loop.call_later(self.limits.sweep_interval, self._sweep)
         now = self._loop.time()
         for connection in [c for c in self.connections if c.expired(now)]:
             connection.timed_out()
@@ -176,12 +139,12 @@ class FrontServer:
 class Connection(asyncio.Protocol):
     def __init__(self, front: FrontServer) -> None:
         self._front = front
-        self._hot = front.hot
-        self._limits = front.hot.limits
+        self._context = front.context
+        self._limits = front.limits
         self._loop = asyncio.get_running_loop()
         self._parser = httptools.HttpRequestParser(self)
         self._transport: asyncio.Transport | None = None
-        self._pending: deque[_Request] = deque()
+        self._pending: deque[Call] = deque()
         self._worker: asyncio.Task[None] | None = None
         self._deadline = _NEVER
         """When the client's turn (head, body, idle) is up; the front's sweep enforces it."""
@@ -191,7 +154,7 @@ class Connection(asyncio.Protocol):
         self._in_head = False
         self._head_bytes = 0
         self._head_limit = self._limits.max_request_line + self._limits.max_header_size
-        self._length_digits = len(str(front.hot.max_body_size))
+        self._length_digits = len(str(front.max_body_size))
         self._refusal: GatewayError | None = None
         self._lingering = False
         self._drained = 0
@@ -251,7 +214,7 @@ class Connection(asyncio.Protocol):
             self._head_bytes = 0
             return
         self._head_bytes += size
-        limit = self._head_limit if self._in_head else self._head_limit + self._hot.max_body_size
+        limit = self._head_limit if self._in_head else self._head_limit + self._front.max_body_size
         if self._head_bytes > limit:
             self._refuse(HeadersTooLarge("The request head or trailers are too large."))
 
@@ -307,7 +270,7 @@ class Connection(asyncio.Protocol):
         if (
             length is not None
             and len(length) >= self._length_digits  # shorter cannot be over the limit
-            and (parse_count(length) or 0) > self._hot.max_body_size
+            and (parse_count(length) or 0) > self._front.max_body_size
         ):
             self._stop(self._too_large())  # before any 100 Continue: the body is not wanted
         if (
@@ -319,7 +282,7 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
-        if self._size > self._hot.max_body_size:
+        if self._size > self._front.max_body_size:
             self._stop(self._too_large())
         self._body.append(body)
         self._deadline = self._loop.time() + self._limits.body_timeout
@@ -327,19 +290,19 @@ class Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         self._in_message = False
         self._deadline = _NEVER
-        request = _Request(
+        request = Call(
             method=self._parser.get_method(),
-            url=b"".join(self._url),
+            target=b"".join(self._url),
             headers=self._headers,
             body=b"".join(self._body),
             keep_alive=self._parser.should_keep_alive(),
-            deadline=self._loop.time() + self._hot.ready_timeout,
+            deadline=self._loop.time() + self._front.ready_timeout,
         )
         self._reset()
         self._queue(request)
 
     def _too_large(self) -> PayloadTooLarge:
-        limit = self._hot.max_body_size
+        limit = self._front.max_body_size
         return PayloadTooLarge(f"Request body is too large: the limit is {limit} bytes.")
 
     def _stop(self, refusal: GatewayError) -> None:
@@ -355,9 +318,9 @@ class Connection(asyncio.Protocol):
         # of the answer (KServe's or SageMaker's).
         method = self._parser.get_method() if self._in_message else b""
         url = b"".join(self._url) if self._in_message else b""
-        self._queue(_Request(method, url, {}, b"", False, 0.0, refusal))
+        self._queue(Call(method, url, {}, b"", False, 0.0, refusal))
 
-    def _queue(self, request: _Request) -> None:
+    def _queue(self, request: Call) -> None:
         self._pending.append(request)
         if len(self._pending) >= MAX_PIPELINED and self._transport is not None:
             self._transport.pause_reading()
@@ -415,96 +378,41 @@ class Connection(asyncio.Protocol):
         self._transport.write_eof()
         self._transport.resume_reading()
 
-    async def _handle(self, request: _Request) -> Reply:
+    async def _handle(self, call: Call) -> Reply:
         started = time.perf_counter()
-        rid = new_request_id()
+        rid = call.rid = new_request_id()
         REQUEST_ID.set(rid)
+        MODEL.set("-")
         CACHE_HIT.set(None)
-        invocation = request.method == b"POST"  # a refused one counts, whatever its path
         try:
-            if request.refusal is not None:
-                raise request.refusal
-            path, query, kind = classify(request.url)
+            if call.refusal is not None:
+                raise call.refusal
+            route, call.path, call.query, call.params = self._front.router.resolve(
+                call.method, call.target
+            )
+            if route is None or self._front.scope not in route.scopes:
+                method = call.method.decode("latin-1")
+                raise UnknownOperation(f"No route for {method} {call.path[:200]} on this port.")
+            reply = await route.handler(self._context, call)
         except GatewayError as exc:
-            shape = "/v2" if request.url.startswith(b"/v2/") else "/"
-            path, reply = "-", error_reply(shape, exc, rid)
-        else:
-            invocation = invocation and _is_invocation(path)
-            reply = await self._reply(request, path, query, kind, rid)
-        seconds = time.perf_counter() - started
-        if invocation:
-            self._hot.metrics.invoked(reply.status, seconds)
-        if self._hot.access_log is not None:
-            method = request.method.decode("latin-1") or "-"
-            self._hot.access_log.record(method, path, reply.status, seconds)
-        return reply
-
-    async def _reply(
-        self, request: _Request, path: str, query: bytes, kind: int, rid: str
-    ) -> Reply:
-        try:
-            if kind and request.method == b"POST" and self._front.serves_hot:
-                pending = self._hot_route(path, kind, request, rid)
-                if pending is not None:
-                    return await pending
-            method = request.method.decode("latin-1")
-            route = self._hot.router.match(method, path)
-            if route is None or not route.scopes & self._front.scopes:
-                raise UnknownOperation(f"No route for {method} {path[:200]} on this port.")
-            return await self._forward(request, path, query, rid)
-        except GatewayError as exc:
-            return error_reply(path, exc, rid)
+            reply = self._error(call, exc)
         except Exception:
             log.exception("request %s failed", rid)
-            return error_reply(path, internal_failure(rid), rid)
+            reply = self._error(call, internal_failure(rid))
+        seconds = time.perf_counter() - started
+        if call.method == b"POST" and (call.path == "-" or _is_invocation(call.path)):
+            self._context.metrics.invoked(reply.status, seconds)  # refused ones count too
+        if self._context.access_log is not None:
+            method = call.method.decode("latin-1") or "-"
+            self._context.access_log.record(method, call.path, reply.status, seconds)
+        return reply
 
-    def _hot_route(
-        self, path: str, kind: int, request: _Request, rid: str
-    ) -> Coroutine[Any, Any, Reply] | None:
-        """The answer to await for a hot route, checked and authorised now; None if it is
-        not one. Not a coroutine itself: one frame less on every request."""
-        hot = self._hot
-        if kind == SAGEMAKER:
-            target = request.headers.get("x-amzn-sagemaker-target-model")
-            MODEL.set(target or "-")
-            if hot.auth is not None:
-                hot.auth.authorize(*_signed(request), sagemaker_targets(target))
-            endpoint = None if path == "/invocations" else path[11:-12]
-            return hot.invoker.invoke(
-                endpoint, request.headers, request.body, rid, request.deadline
-            )
-        if kind == KSERVE:
-            asked, version = _kserve_target(path[11:-6])
-            MODEL.set(asked)
-            name = asked
-            if hot.auth is not None:
-                principal = hot.auth.authorize(*_signed(request), kserve_targets(asked))
-                name = principal.kserve_name(asked)
-            return kserve_v2.infer(
-                hot.service,
-                hot.names,
-                name,
-                version,
-                request.headers,
-                request.body,
-                request.deadline,
-                asked,
-            )
-        return None
-
-    async def _forward(self, request: _Request, path: str, query: bytes, rid: str) -> Reply:
-        """To aiohttp on the internal port, on the normalised path (aiohttp decodes it back
-        to exactly ``path``, so it routes on what the scope check saw)."""
-        headers = {k: v for k, v in request.headers.items() if k not in _HOP_BY_HOP}
-        headers["x-amzn-RequestId"] = rid
-        headers[CLIENT_HOST] = request.headers.get("host", "")  # SigV4 signs the Host
-        method = "GET" if request.method == b"HEAD" else request.method.decode("latin-1")
-        target = forward_target(path, query)
-        response = await self._hot.internal.request(method, target, request.body, headers)
-        kept = {k: v for k, v in response.headers.items() if k not in _HOP_BY_HOP}
-        kept.pop("date", None)
-        kept.pop("server", None)
-        return Reply(response.status, response.body, kept)
+    @staticmethod
+    def _error(call: Call, exc: GatewayError) -> Reply:
+        """In KServe's shape under /v2, SageMaker's elsewhere (on the target as sent when
+        the path could not be read)."""
+        shape = call.path if call.path != "-" else "/v2" if call.target.startswith(b"/v2/") else "/"
+        return error_reply(shape, exc, call.rid)
 
     def _write(self, reply: Reply, keep_alive: bool, head: bool) -> None:
         assert self._transport is not None
@@ -529,17 +437,5 @@ class Connection(asyncio.Protocol):
             self._transport.abort()
 
 
-def _signed(request: _Request) -> tuple[bytes, bytes, dict[str, str], bytes]:
-    return request.method, request.url, request.headers, request.body
-
-
 def _is_invocation(path: str) -> bool:
     return path.endswith(("/invocations", "/infer"))
-
-
-def _kserve_target(rest: str) -> tuple[str, str]:
-    """``name`` or ``name/versions/N`` -> (name, version), as the table's patterns match."""
-    name, sep, version = rest.rpartition("/versions/")
-    if sep and name and version.isascii() and version.isdigit():
-        return name, version
-    return rest, ""

@@ -1,9 +1,10 @@
-"""Generated inputs against the real path normaliser, route table, aiohttp's own router and
-the target resolver: only the documented refusals, and every listener decides alike."""
+"""Generated inputs against the real path normaliser, route table and target resolver: only
+the documented refusals, and the table matches its patterns as aiohttp's own router does."""
 
 from __future__ import annotations
 
 import string
+from urllib.parse import quote
 
 import pytest
 from aiohttp import web
@@ -13,7 +14,7 @@ from hypothesis import strategies as st
 
 from gateway.codecs import parse_count
 from gateway.errors import ModelNotFound, ValidationError
-from gateway.front.routes import HOT, ROUTER, TABLE, classify, forward_target, hot_kind, normalise
+from gateway.front.routes import ROUTER, TABLE, Match, normalise
 from gateway.resolve import resolve_kserve_name, resolve_target
 
 BOUNDED = settings(max_examples=200, deadline=1000)
@@ -43,17 +44,6 @@ def test_normalise_gives_a_clean_path_or_a_validation_error(target):
     assert normalise(path.encode())[0] == path  # once normalised, stays so
 
 
-@BOUNDED
-@given(TARGETS)
-def test_normalise_forwarded_target_decodes_back_to_the_same_path(target):
-    try:
-        path, query = normalise(target)
-    except ValidationError:
-        return
-    sent = forward_target(path, query).encode("latin-1")  # as the upstream pool writes it
-    assert normalise(sent) == (path, query)
-
-
 async def _handler(request: web.Request) -> web.Response:
     raise AssertionError("never called")
 
@@ -61,39 +51,31 @@ async def _handler(request: web.Request) -> web.Response:
 @pytest.fixture(scope="module")
 def aiohttp_router():
     app = web.Application()
-    ROUTER.register(app, {route.handler: _handler for route in TABLE}, ["public", "admin"])
+    for route in TABLE:
+        app.router.add_route(route.method, route.pattern, _handler)
     app.freeze()
     return app
 
 
 @BOUNDED
 @given(TARGETS, st.sampled_from(["GET", "POST", "DELETE"]))
-async def test_route_table_and_aiohttp_router_agree(aiohttp_router, target, method):
-    """What the front's scope check matched is what aiohttp dispatches to, on the path the
-    front forwards (aiohttp's own router, fed the forwarded target)."""
-    try:
-        path, query = normalise(target)
-    except ValidationError:
-        return
-    ours = ROUTER.match(method, path)
-    request = make_mocked_request(method, forward_target(path, query), app=aiohttp_router)
-    info = await aiohttp_router.router.resolve(request)
-    theirs = info.route.resource.canonical if info.route.resource is not None else None
-    if ours is None or ours.handler == HOT:
-        assert theirs is None or info.http_exception is not None
-    else:
-        assert theirs == ours.pattern and info.http_exception is None
-
-
-@BOUNDED
-@given(TARGETS)
-def test_hot_path_checks_agree_with_the_route_table(target):
+async def test_route_table_matches_as_aiohttps_router_does(aiohttp_router, target, method):
+    """The patterns keep aiohttp's syntax and meaning: on the same decoded path, aiohttp's
+    dispatcher picks the same pattern (first match in table order)."""
     try:
         path, _ = normalise(target)
     except ValidationError:
         return
-    route = ROUTER.match("POST", path)
-    assert (hot_kind(path) != 0) == (route is not None and route.handler == HOT)
+    ours, params = ROUTER.match(method, path)
+    sent = quote(path, safe="/")  # a target aiohttp decodes back to exactly ``path``
+    request = make_mocked_request(method, sent, app=aiohttp_router)
+    info = await aiohttp_router.router.resolve(request)
+    theirs = info.route.resource.canonical if info.route.resource is not None else None
+    if ours is None:
+        assert theirs is None or info.http_exception is not None
+    else:
+        assert theirs == ours.pattern and info.http_exception is None
+        assert dict(params) == dict(info)
 
 
 NAMES = st.one_of(
@@ -135,13 +117,15 @@ def test_parse_count_takes_ascii_digits_only(text):
 
 
 @BOUNDED
-@given(TARGETS)
-def test_classify_is_normalise_and_hot_kind_twice_over(target):
-    """The remembered classification is the computed one, on a first and a repeated call."""
+@given(TARGETS, st.sampled_from([b"GET", b"POST", b"HEAD"]))
+def test_remembered_routing_is_the_computed_one(target, method):
+    """On a first and a repeated request alike: normalise, then the table's first match."""
     try:
         path, query = normalise(target)
     except ValidationError:
         with pytest.raises(ValidationError):
-            classify(target)
+            ROUTER.resolve(method, target)
         return
-    assert classify(target) == classify(target) == (path, query, hot_kind(path))
+    route, params = ROUTER.match(method.decode(), path)
+    expected = Match(route, path, query, params)
+    assert ROUTER.resolve(method, target) == ROUTER.resolve(method, target) == expected

@@ -1,82 +1,42 @@
-"""The hot-path HTTP/1.1 server on real sockets: parsing, pipelining, limits, forwarding.
+"""The front server on real sockets: parsing, pipelining, limits, routing, error shapes.
 
-Routes it does not serve itself go to a real aiohttp app on an internal port, as in
-production; requests here never reach Triton (they fail validation first).
+Requests here never reach Triton: the test's own routes echo, the real ones fail
+validation first.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncIterator
-from typing import Any, cast
+from contextlib import AbstractAsyncContextManager
 
 import pytest
-from aiohttp import web
 
-from gateway.front.middleware import errors
-from gateway.front.routes import PUBLIC, TABLE, Route, Router
-from gateway.front.sagemaker import Invoker
-from gateway.front.server import FrontServer, Hot, Limits
-from gateway.inference import InferenceService
-from gateway.loading.registry import Registry
-from gateway.metrics import Metrics
+from gateway.front.call import Call
+from gateway.front.context import Context
+from gateway.front.replies import Reply
+from gateway.front.routes import PUBLIC, Route
+from gateway.front.server import FrontServer, Limits
 from gateway.settings import Settings
-from gateway.store.names import StoreNames
-from gateway.triton.upstream import UpstreamPool
-from gateway.variants import Variants
+from tests.front.serving import serving
 
 
-async def _echo(request: web.Request) -> web.Response:
-    return web.json_response({"path": request.path_qs, "body": (await request.read()).decode()})
+async def _echo(context: Context, call: Call) -> Reply:
+    document = {"path": call.path, "query": call.query.decode(), "body": call.body.decode()}
+    return Reply(200, json.dumps(document).encode(), {"Content-Type": "application/json"})
 
 
-ECHO_ROUTES = tuple(Route(m, "/echo", "echo", frozenset({PUBLIC})) for m in ("GET", "POST"))
-ECHO = Router((*TABLE, *ECHO_ROUTES))
+ECHO_ROUTES = tuple(Route(m, "/echo", _echo, frozenset({PUBLIC})) for m in ("GET", "POST"))
 
 
-@contextlib.asynccontextmanager
-async def _serving(limits: Limits) -> AsyncIterator[tuple[FrontServer, int]]:
-    app = web.Application(middlewares=[errors])
-    Router(ECHO_ROUTES).register(app, {"echo": _echo}, [PUBLIC])
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    internal = UpstreamPool("127.0.0.1", runner.addresses[0][1])
-    metrics = Metrics()
-    # No model is ever loaded here: the loader and Triton's pool are never used.
-    unused = UpstreamPool("127.0.0.1", 9)
-    service = InferenceService(Registry(), cast(Any, None), unused, metrics, cast(Any, None))
-    hot = Hot(
-        Invoker(Settings(), service, Variants(Settings())),
-        service,
-        StoreNames(lambda candidates: None),  # no KServe infer here
-        internal,
-        max_body_size=1000,
-        ready_timeout=5,
-        metrics=metrics,
-        access_log=None,
-        limits=limits,
-        router=ECHO,
-    )
-    server = FrontServer(hot)
-    listener = await asyncio.get_running_loop().create_server(server.protocol, "127.0.0.1", 0)
-    try:
-        yield server, listener.sockets[0].getsockname()[1]
-    finally:
-        listener.close()
-        await server.close(1)
-        await internal.close()
-        await unused.close()
-        await runner.cleanup()
+def _serving(limits: Limits) -> AbstractAsyncContextManager[tuple[FrontServer, int]]:
+    return serving(ECHO_ROUTES, limits, Settings(max_body_size=1000))
 
 
 @pytest.fixture
 async def front():
-    async with _serving(Limits.of(Settings())) as serving:
-        yield serving
+    async with _serving(Limits.of(Settings())) as served:
+        yield served
 
 
 async def _exchange(
@@ -98,11 +58,12 @@ async def _exchange(
     return out
 
 
-async def test_server_forwards_other_routes_to_the_app(front):
+async def test_server_routes_on_the_normalised_path_and_keeps_the_query(front):
     _, port = front
-    [(status, _, body)] = await _exchange(port, b"GET /echo?x=1 HTTP/1.1\r\nHost: a\r\n\r\n")
+    raw = b"GET //ech%6f/?x=1 HTTP/1.1\r\nHost: a\r\n\r\n"
+    [(status, _, body)] = await _exchange(port, raw)
     assert status == 200
-    assert json.loads(body) == {"path": "/echo?x=1", "body": ""}
+    assert json.loads(body) == {"path": "/echo", "query": "x=1", "body": ""}
 
 
 async def test_server_answers_pipelined_requests_in_order(front):

@@ -171,12 +171,42 @@ def test_raw_post_tampered_after_signing(gateway: Gateway) -> None:
     assert (status, got["x-amzn-ErrorType"]) == (403, "InvalidSignatureException")
 
 
-def test_sigv4_on_forwarded_kserve_route(gateway: Gateway) -> None:
-    """Metadata routes are served behind the hot path; the client's Host still verifies."""
-    request = AWSRequest("GET", f"{gateway.url}/v2/models/add_one/ready")
-    SigV4Auth(Credentials("AKIDTEAMA", "team-a-secret"), "sagemaker", "us-east-1").add_auth(request)
-    status, _, _ = _raw(gateway, "GET", "/v2/models/add_one/ready", b"", dict(request.headers))
-    assert status == 200
+def _signed_raw(
+    gateway: Gateway, method: str, path: str, body: bytes = b"", secret: str = "team-a-secret"
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """``path`` signed by botocore exactly as written, then sent exactly as written."""
+    request = AWSRequest(method, f"{gateway.url}{path}", data=body)
+    SigV4Auth(Credentials("AKIDTEAMA", secret), "sagemaker", "us-east-1").add_auth(request)
+    return _raw(gateway, method, path, body, dict(request.headers))
+
+
+@pytest.mark.parametrize("suffix", ["/ready", "", "/config"])
+def test_sigv4_on_a_metadata_route(gateway: Gateway, suffix: str) -> None:
+    assert _signed_raw(gateway, "GET", f"/v2/models/add_one{suffix}")[0] == 200
+    status, got, _ = _signed_raw(gateway, "GET", f"/v2/models/add_one{suffix}", secret="wrong")
+    assert (status, got["x-amzn-ErrorType"]) == (403, "InvalidSignatureException")
+
+
+@pytest.mark.parametrize(
+    ("name", "found"),
+    [("%61dd_one", True), ("linear_a%2Fb", False), ("linear_a%20b", False),
+     ("linear_%C3%A9", False), ("linear_a%2fb%2F", False)],
+)  # fmt: skip
+@pytest.mark.parametrize("route", ["GET /ready", "POST /infer"])
+def test_sigv4_verifies_the_path_as_the_client_sent_it(
+    gateway: Gateway, name: str, found: bool, route: str
+) -> None:
+    """Escapes in the path (%2F, %20, UTF-8, needless ones) are signed as sent; the check is
+    over those bytes, not over the decoded path: a name that verifies is then looked up
+    (found, or KServe's 404), and the same request with a wrong secret is refused."""
+    method, suffix = route.split()
+    path = f"/v2/models/{name}{suffix}"
+    body = ADD_ONE if method == "POST" else b""
+    status, got, answer = _signed_raw(gateway, method, path, body)
+    assert status == (200 if found else 404), answer
+    assert "x-amzn-ErrorType" not in got
+    status, got, _ = _signed_raw(gateway, method, path, body, secret="wrong")
+    assert (status, got["x-amzn-ErrorType"]) == (403, "InvalidSignatureException")
 
 
 def _aws_cli(gateway: Gateway, out: Path, secret: str) -> subprocess.CompletedProcess[str]:

@@ -1,4 +1,5 @@
-"""The error middleware, checked with botocore's own parser through an unmodified boto3 client."""
+"""Errors as the front renders them, read by botocore's own parser through an unmodified
+boto3 client (the route raises each error)."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import asyncio
 
 import boto3
 import pytest
-from aiohttp import web
 from botocore.config import Config
 
 from gateway.errors import InsufficientMemory, ModelError, ModelNotReady, ServiceUnavailable
-from gateway.front.middleware import errors
+from gateway.front.call import Call
+from gateway.front.context import Context
+from gateway.front.replies import Reply
+from gateway.front.routes import PUBLIC, Route
+from tests.front.serving import serving
 
 
 def _client(url: str):
@@ -33,20 +37,15 @@ RAISED = {
 }
 
 
+async def _raise(context: Context, call: Call) -> Reply:
+    raise RAISED[call.params["endpoint"]]
+
+
 @pytest.fixture
 async def server():
-    async def handler(request: web.Request) -> web.Response:
-        raise RAISED[request.match_info["endpoint"]]
-
-    app = web.Application(middlewares=[errors])
-    app.router.add_post("/endpoints/{endpoint}/invocations", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    route = Route("POST", "/endpoints/{endpoint}/invocations", _raise, frozenset({PUBLIC}))
+    async with serving([route]) as (_, port):
+        yield f"http://127.0.0.1:{port}"
 
 
 async def _invoke(url: str, endpoint: str):
@@ -56,7 +55,7 @@ async def _invoke(url: str, endpoint: str):
     )
 
 
-async def test_middleware_unexpected_error_is_internal_failure_with_request_id(server):
+async def test_front_unexpected_error_is_internal_failure_with_request_id(server):
     client = _client(server)
     with pytest.raises(client.exceptions.InternalFailure) as info:
         await _invoke(server, "crash")
@@ -65,7 +64,7 @@ async def test_middleware_unexpected_error_is_internal_failure_with_request_id(s
     assert "boom" not in info.value.response["Error"]["Message"]  # no internals leak
 
 
-async def test_middleware_model_error_carries_original_status(server):
+async def test_front_model_error_carries_original_status(server):
     client = _client(server)
     with pytest.raises(client.exceptions.ModelError) as info:
         await _invoke(server, "model")
@@ -82,7 +81,7 @@ async def test_middleware_model_error_carries_original_status(server):
         ("oom", "InsufficientMemory", 507),
     ],
 )
-async def test_middleware_sets_error_type_botocore_reads(server, endpoint, code, status):
+async def test_front_sets_error_type_botocore_reads(server, endpoint, code, status):
     with pytest.raises(Exception) as info:
         await _invoke(server, endpoint)
     response = info.value.response  # type: ignore[attr-defined]
@@ -90,7 +89,7 @@ async def test_middleware_sets_error_type_botocore_reads(server, endpoint, code,
     assert response["ResponseMetadata"]["HTTPStatusCode"] == status
 
 
-async def test_middleware_unknown_route_keeps_sagemaker_shape(server):
+async def test_front_unknown_route_keeps_sagemaker_shape(server):
     import aiohttp
 
     async with aiohttp.ClientSession() as session, session.get(server + "/nowhere") as response:
@@ -99,7 +98,7 @@ async def test_middleware_unknown_route_keeps_sagemaker_shape(server):
         assert "message" in await response.json()
 
 
-async def test_middleware_every_503_carries_retry_after(server):
+async def test_front_every_503_carries_retry_after(server):
     with pytest.raises(Exception) as info:
         await _invoke(server, "down")
     headers = info.value.response["ResponseMetadata"]["HTTPHeaders"]  # type: ignore[attr-defined]
