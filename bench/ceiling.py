@@ -63,11 +63,10 @@ async def _serve_hot(port: int, upstream_port: int, profile: str | None, log_pat
 
     settings = Settings()
     policy = make_policy(settings.eviction_policy)
-    registry = Registry(on_hit=policy.record_hit)
+    registry = Registry(policy)
     ref = resolve_target(TARGET)
     loaded = Loaded("host", 1 << 20, 1.0, 8, (), (), 1, 1, 1, 1, "{}")
     registry.adopt(ref, loaded)
-    policy.record_load(ref.triton_name, 1 << 20, 1.0)
     metrics = Metrics(settings.per_model_metrics, registry.entries)
     upstream = UpstreamPool("127.0.0.1", upstream_port, max_connections=64)
 

@@ -2,7 +2,8 @@
 listeners, once they have started.
 
 aiohttp's cleanup contexts run in order at start and in reverse at shutdown:
-Triton (supervised or external) -> memory monitors and capacity -> model store and disk
+Triton (supervised or external) -> memory monitors, ``Parts``, the unloader and the memory
+accountant -> model store and disk
 cache -> loader. Then ``front_context`` hands the started components to the front servers
 of both listeners (``front/``).
 
@@ -32,13 +33,14 @@ from gateway.front.invoker import Invoker
 from gateway.front.server import FrontServer
 from gateway.inference import InferenceService
 from gateway.keys import (
+    ACCOUNTANT,
     AUTH,
     CACHE,
-    CAPACITY,
     CONTROL,
     LOADER,
     MANAGEMENT,
     METRICS,
+    PARTS,
     POLICY,
     RECLAIMER,
     RECOVERY,
@@ -49,16 +51,19 @@ from gateway.keys import (
     SUPERVISOR,
     TRITON_HEALTH,
     TRITON_METRICS,
+    UNLOADER,
     UPSTREAM,
     VARIANTS,
 )
+from gateway.loading.accountant import MemoryAccountant
 from gateway.loading.autoscale import Autoscaler
-from gateway.loading.capacity import Capacity
 from gateway.loading.eviction import make_policy
 from gateway.loading.loader import Loader
+from gateway.loading.parts import Parts
 from gateway.loading.reclaim import Reclaimer
 from gateway.loading.reconcile import Reconciler
 from gateway.loading.registry import Registry
+from gateway.loading.unloader import Unloader
 from gateway.log import AccessLog
 from gateway.management import Management
 from gateway.memory.base import MemoryMonitor
@@ -203,15 +208,11 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
         budget >> 20,
         await asyncio.to_thread(_describe_root, settings, root_pid),
     )
-    app[CAPACITY] = Capacity(
-        settings,
-        app[REGISTRY],
-        app[CONTROL],
-        monitors,
-        app[POLICY],
-        app[METRICS],
-        host.pids_by_model,
+    parts = app[PARTS] = Parts(
+        settings, app[REGISTRY], app[CONTROL], app[METRICS], monitors, host.pids_by_model
     )
+    unloader = app[UNLOADER] = Unloader(parts)
+    app[ACCOUNTANT] = MemoryAccountant(parts, app[POLICY], unloader)
     yield
     if nvml is not None:
         await asyncio.to_thread(nvml.close)
@@ -242,19 +243,11 @@ def _describe_root(settings: Settings, root_pid: Callable[[], int | None]) -> st
 
 
 async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings, registry, capacity = app[SETTINGS], app[REGISTRY], app[CAPACITY]
-    loader = app[LOADER] = Loader(
-        settings,
-        registry,
-        app[CACHE],
-        app[CONTROL],
-        capacity,
-        app[POLICY],
-        app[METRICS],
-        gpu_available="gpu" in capacity.monitors,
-    )
+    parts, accountant, unloader = app[PARTS], app[ACCOUNTANT], app[UNLOADER]
+    settings, registry = parts.settings, parts.registry
+    loader = app[LOADER] = Loader(parts, app[CACHE], accountant, unloader)
     if settings.model_cache == "disabled":
-        registry.when_idle(capacity.unload_soon)
+        registry.when_idle(unloader.unload_soon)
     supervisor = app.get(SUPERVISOR)
     reclaimer = app[RECLAIMER] = Reclaimer(
         settings.reclaim_threshold,
@@ -262,8 +255,8 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
         supervisor.restart if supervisor is not None else None,
         registry.busy,
     )
-    capacity.after_unload(reclaimer.unloaded)
-    reconciler = Reconciler(settings, registry, app[CONTROL], capacity, loader, app[POLICY])
+    unloader.after_unload(reclaimer.unloaded)
+    reconciler = Reconciler(parts, accountant, unloader, loader)
     app[SERVICE] = InferenceService(
         registry,
         loader,
@@ -277,10 +270,10 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
         registry.loaded_by_recency,
         registry.reset,
         partial(loader.ensure_loaded, deadline=math.inf),
-        await _memory_total(capacity),
+        await _memory_total(parts),
     )
-    app[MANAGEMENT] = Management(settings, registry, loader, capacity, app[CACHE])
-    autoscaler = Autoscaler(settings, registry, app[CONTROL], capacity)
+    app[MANAGEMENT] = Management(parts, loader, unloader, app[CACHE])
+    autoscaler = Autoscaler(parts, accountant)
     reconciler.start()
     if settings.autoscale:
         autoscaler.start()
@@ -292,10 +285,10 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
     await loader.close()
 
 
-async def _memory_total(capacity: Capacity) -> int:
+async def _memory_total(parts: Parts) -> int:
     """The memory models may hold: the host budget, plus the GPUs' when there are any."""
     total = 0
-    for monitor in capacity.monitors.values():
+    for monitor in parts.monitors.values():
         with suppress(GatewayError):
             total += (await monitor.snapshot()).total
     return total
@@ -308,7 +301,7 @@ def create_app(settings: Settings) -> web.Application:
     app[TRITON_HEALTH] = TritonHealth()
     app[VARIANTS] = Variants(settings)
     policy = app[POLICY] = make_policy(settings.eviction_policy)
-    registry = app[REGISTRY] = Registry(on_hit=policy.record_hit)
+    registry = app[REGISTRY] = Registry(policy)  # the policy hears of residency from it alone
     app[METRICS] = Metrics(settings.per_model_metrics, registry.entries)
     app[METRICS].build_info.labels(hot_path=hot_path()).set(1)
     if settings.auth_file is not None:
@@ -331,7 +324,7 @@ def front_context(app: web.Application) -> Context:
         metrics=app[METRICS],
         triton_metrics=pool,
         triton_metrics_path=path,
-        monitors=app[CAPACITY].monitors,
+        monitors=app[PARTS].monitors,
         management=app[MANAGEMENT] if settings.admin else None,
         access_log=AccessLog(settings.log_format) if settings.access_log else None,
         auth=app.get(AUTH),

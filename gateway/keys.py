@@ -6,11 +6,13 @@ from aiohttp import web
 
 from gateway.auth import Authorizer
 from gateway.inference import InferenceService
-from gateway.loading.capacity import Capacity
+from gateway.loading.accountant import MemoryAccountant
 from gateway.loading.eviction import EvictionPolicy
 from gateway.loading.loader import Loader
+from gateway.loading.parts import Parts
 from gateway.loading.reclaim import Reclaimer
 from gateway.loading.registry import Registry
+from gateway.loading.unloader import Unloader
 from gateway.management import Management
 from gateway.metrics import Metrics
 from gateway.recovery import Recovery
@@ -31,7 +33,9 @@ SUPERVISOR = web.AppKey("supervisor", TritonSupervisor)
 CACHE = web.AppKey("cache", DiskCache)
 LOADER = web.AppKey("loader", Loader)
 SERVICE = web.AppKey("service", InferenceService)
-CAPACITY = web.AppKey("capacity", Capacity)
+ACCOUNTANT = web.AppKey("accountant", MemoryAccountant)
+UNLOADER = web.AppKey("unloader", Unloader)
+PARTS = web.AppKey("parts", Parts)
 POLICY = web.AppKey("policy", EvictionPolicy)
 METRICS = web.AppKey("metrics", Metrics)
 TRITON_METRICS = web.AppKey("triton_metrics", tuple[UpstreamPool, str])

@@ -11,32 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from dataclasses import dataclass
 from pathlib import Path
 
 from gateway.errors import AlreadyLoaded, NotLoaded, ValidationError
-from gateway.loading.capacity import Capacity
 from gateway.loading.loader import Loader
-from gateway.loading.registry import ModelState, Registry
+from gateway.loading.parts import Parts
+from gateway.loading.registry import ModelState, Named
+from gateway.loading.unloader import Unloader
 from gateway.resolve import ModelRef, resolve_target, triton_name_for
-from gateway.settings import Settings
 from gateway.store.cache import DiskCache
 from gateway.triton.repository import read_config
 
 MAX_PAGE = 1000
 
 
-@dataclass(frozen=True, slots=True)
-class Named:
-    name: str
-    url: str
-    ref: ModelRef
-    """What invocations go to: the model itself, or the ensemble of a group."""
-    members: tuple[ModelRef, ...] = ()
-    """An ensemble's composing models, loaded first and unloaded with it."""
-
-    def describe(self) -> dict[str, str]:
-        return {"modelName": self.name, "modelUrl": registered_url(self.url)}
+def describe(named: Named) -> dict[str, str]:
+    """An entry of the contract's lists."""
+    return {"modelName": named.name, "modelUrl": registered_url(named.url)}
 
 
 def managed_name(name: str, url: str) -> str:
@@ -53,20 +44,14 @@ def registered_url(url: str) -> str:
 
 
 class Management:
-    def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        loader: Loader,
-        capacity: Capacity,
-        cache: DiskCache,
-    ) -> None:
-        self._settings = settings
-        self._registry = registry
+    """The names are the registry's (``Named``); this is what the contract does with them."""
+
+    def __init__(self, parts: Parts, loader: Loader, unloader: Unloader, cache: DiskCache) -> None:
+        self._settings = parts.settings
+        self._registry = parts.registry
         self._loader = loader
-        self._capacity = capacity
+        self._unloader = unloader
         self._cache = cache
-        self._named: dict[str, Named] = {}
 
     def ref_for(self, name: str, url: str) -> ModelRef:
         """Where the model comes from: a local folder or archive, or a key in the model store.
@@ -87,7 +72,7 @@ class Management:
 
     def loaded(self, name: str) -> Named:
         """A model loaded by name (if memory ran short since, its next request reloads it)."""
-        named = self._named.get(name)
+        named = self._registry.named(name)
         if named is None:
             raise NotLoaded(f"Model '{name}' is not loaded.")
         return named
@@ -98,22 +83,20 @@ class Management:
         # Loaded from the folder as resolved when checked: a link swapped afterwards cannot
         # point the load elsewhere.
         where = await asyncio.to_thread(check_model_url, url, self._settings.model_url_root)
-        if name in self._named:
+        if self._registry.named(name) is not None:
             raise AlreadyLoaded(f"Model '{name}' is already loaded.")
         named = await asyncio.to_thread(self._group, name, url, where) or Named(
             name, url, self.ref_for(name, where)
         )
-        if name in self._named:  # another POST of the name got here first
+        if not self._registry.name(named):  # another POST of the name got here first
             raise AlreadyLoaded(f"Model '{name}' is already loaded.")
-        self._named[name] = named
         try:
             for member in named.members:  # composing models before their ensemble
                 entry = await self._loader.ensure_loaded(member, deadline=float("inf"))
                 self._registry.hold(entry)
             await self._loader.ensure_loaded(named.ref, deadline=float("inf"))
         except BaseException:
-            if self._named.get(name) is named:
-                del self._named[name]
+            self._registry.unname(named)
             await self._release(named.members)
             raise
         return named
@@ -161,19 +144,20 @@ class Management:
                 self._registry.release(entry)
                 if entry.state is ModelState.READY:
                     await self._registry.wait_idle(entry)
-                    await self._capacity.unload(member.triton_name)
+                    await self._unloader.unload(member.triton_name)
             await self._cache.remove(member)
 
     def page(self, token: str | None, size: int | None) -> tuple[list[Named], str | None]:
         """Loaded models in name order, ``size`` at a time; the token is the last name, opaque."""
-        names = sorted(self._named)
+        names = self._registry.names()
         after = _decode(token) if token else None
         if after is not None:
             names = [n for n in names if n > after]
         size = min(size or MAX_PAGE, MAX_PAGE)
         chosen = names[:size]
         more = len(names) > size
-        return [self._named[n] for n in chosen], _encode(chosen[-1]) if more else None
+        found = [self._registry.named(n) for n in chosen]
+        return [n for n in found if n is not None], _encode(chosen[-1]) if more else None
 
     def catalogue(self) -> list[dict[str, object]]:
         """Every model the gateway knows of, loaded or only on disk, in name order."""
@@ -197,11 +181,11 @@ class Management:
         """Forget the name at once (no request can reach it from now on), let requests in
         flight finish, then unload the model and drop it from disk."""
         named = self.loaded(name)
-        del self._named[name]
+        self._registry.unname(named)
         entry = self._registry.get(named.ref.triton_name)
         if entry is not None and entry.state is ModelState.READY:
             await self._registry.wait_idle(entry)
-            await self._capacity.unload(named.ref.triton_name)
+            await self._unloader.unload(named.ref.triton_name)
         await self._cache.remove(named.ref)
         await self._release(named.members)
 

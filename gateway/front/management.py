@@ -15,6 +15,7 @@ from gateway.front.context import Context
 from gateway.front.replies import JSON, Reply
 from gateway.log import MODEL
 from gateway.management import Management
+from gateway.management import describe as entry
 
 
 def _json(document: object) -> Reply:
@@ -53,14 +54,14 @@ async def load(context: Context, call: Call) -> Reply:
 
 async def list_models(context: Context, call: Call) -> Reply:
     models, following = _backend(context).page(call.arg("next_page_token"), _page_size(call))
-    document: dict[str, object] = {"models": [m.describe() for m in models]}
+    document: dict[str, object] = {"models": [entry(m) for m in models]}
     if following is not None:
         document["nextPageToken"] = following
     return _json(document)
 
 
 async def describe(context: Context, call: Call) -> Reply:
-    return _json(_backend(context).loaded(call.params["name"]).describe())
+    return _json(entry(_backend(context).loaded(call.params["name"])))
 
 
 async def unload(context: Context, call: Call) -> Reply:

@@ -27,9 +27,9 @@ from gateway.settings import Settings
 from gateway.triton.repository import ModelView
 
 if TYPE_CHECKING:
-    from gateway.loading.capacity import Capacity
-    from gateway.loading.registry import ModelEntry, Registry
-    from gateway.triton.client import TritonControl
+    from gateway.loading.accountant import MemoryAccountant
+    from gateway.loading.parts import Parts
+    from gateway.loading.registry import ModelEntry
 
 log = logging.getLogger(__name__)
 SAMPLES_PER_DECISION = 10
@@ -76,13 +76,12 @@ def with_instances(config_json: str, count: int) -> str:
 
 
 class Autoscaler:
-    def __init__(
-        self, settings: Settings, registry: Registry, control: TritonControl, capacity: Capacity
-    ) -> None:
+    def __init__(self, parts: Parts, accountant: MemoryAccountant) -> None:
+        settings, registry, control = parts.settings, parts.registry, parts.control
         self._settings = settings
         self._registry = registry
         self._control = control
-        self._capacity = capacity
+        self._accountant = accountant
         self._sums: dict[str, float] = {}
         self._stats: dict[str, tuple[int, int, int]] = {}
         self._queue_per_request: dict[str, float] = {}
@@ -154,11 +153,11 @@ class Autoscaler:
         try:
             if target > old:
                 extra = memory * (target - old) // max(old, 1)
-                async with self._capacity.room_for(entry.ref, entry.memory_kind, extra) as room:
+                async with self._accountant.room_for(entry.ref, entry.memory_kind, extra) as room:
                     await self._control.load(name, override)
                     instances, config = target, override
                     try:
-                        memory = await self._capacity.settle(entry.ref, room, base=memory)
+                        memory = await self._accountant.settle(entry.ref, room, base=memory)
                     except InsufficientMemory:
                         await self._control.load(name, entry.config_json)  # back to ``old``
                         instances, config = old, entry.config_json
@@ -167,7 +166,6 @@ class Autoscaler:
                 await self._control.load(name, override)
                 instances, config = target, override
                 memory = memory * target // max(old, 1)  # the next readings correct it
-                self._capacity.remember(name, memory)
         except GatewayError as exc:
             log.warning("scaling %s from %d to %d instances failed: %s", name, old, target, exc)
             return

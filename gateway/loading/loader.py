@@ -28,64 +28,41 @@ from gateway.errors import (
     ModelNotReady,
     ServiceUnavailable,
 )
+from gateway.loading.accountant import MemoryAccountant
 from gateway.loading.autoscale import limits
-from gateway.loading.capacity import Capacity
-from gateway.loading.eviction import EvictionPolicy
 from gateway.loading.labels import write_label
-from gateway.loading.registry import Loaded, ModelEntry, ModelState, Registry, loaded_from
+from gateway.loading.parts import Parts
+from gateway.loading.registry import Loaded, ModelEntry, ModelState, loaded_from
 from gateway.loading.repair import CrashWindow
-from gateway.metrics import Metrics
+from gateway.loading.unloader import Unloader
 from gateway.resolve import ModelRef
-from gateway.settings import Settings
 from gateway.store.cache import DiskCache
-from gateway.triton.client import TritonControl
-from gateway.triton.repository import ModelView, TensorSpec, prepare_model_dir, read_view, specs
+from gateway.triton.repository import (
+    ModelView,
+    TensorSpec,
+    prepare_model_dir,
+    read_view,
+    specs,
+)
+from gateway.triton.repository import view as config_view
 
 log = logging.getLogger(__name__)
 LOAD_ATTEMPTS = 3
 """Loads tried when Triton still runs out of memory: each retry evicts more first."""
 
 
-class _Slot:
-    """A load's place among --max-concurrent-loads: held while it downloads and while Triton
-    loads it, given up while it waits for memory (victims' processes take a second or more
-    to exit), so loads waiting for room do not keep others from downloading or loading."""
-
-    def __init__(self, slots: asyncio.Semaphore) -> None:
-        self._slots = slots
-        self._held = False
-
-    async def take(self) -> None:
-        if not self._held:
-            await self._slots.acquire()
-            self._held = True
-
-    def give(self) -> None:
-        if self._held:
-            self._held = False
-            self._slots.release()
-
-
 class Loader:
     def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        cache: DiskCache,
-        control: TritonControl,
-        capacity: Capacity,
-        policy: EvictionPolicy,
-        metrics: Metrics,
-        gpu_available: bool,
+        self, parts: Parts, cache: DiskCache, accountant: MemoryAccountant, unloader: Unloader
     ) -> None:
-        self._settings = settings
-        self._registry = registry
+        settings = self._settings = parts.settings
+        self._registry = parts.registry
+        self._control = parts.control
+        self._metrics = parts.metrics
+        self._gpu_available = "gpu" in parts.monitors
         self._cache = cache
-        self._control = control
-        self._capacity = capacity
-        self._policy = policy
-        self._metrics = metrics
-        self._gpu_available = gpu_available
+        self._accountant = accountant
+        self._unloader = unloader
         self._tasks: dict[str, asyncio.Task[ModelEntry]] = {}
         self._waiting: dict[str, int] = {}
         self._slots = asyncio.Semaphore(settings.max_concurrent_loads)
@@ -152,39 +129,35 @@ class Loader:
             raise
 
     async def _load_once(self, ref: ModelRef) -> ModelEntry:
-        await self._capacity.wait_unloaded(ref.triton_name)
-        slot = _Slot(self._slots)
-        await slot.take()
-        try:
+        await self._unloader.wait_unloaded(ref.triton_name)
+        async with self._slots:  # released while it waits for room (_load_within_memory)
             if not self._waiting.get(ref.triton_name):
                 raise ModelNotReady(f"Nobody waits for model '{ref.shown}' any more.")
             entry = self._registry.begin(ref)
-            started = time.perf_counter()
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._settings.model_load_timeout):
+                await self._fetch_and_load(ref, entry, started)
+        except TimeoutError:
+            self._registry.abandon(entry)
             try:
-                async with asyncio.timeout(self._settings.model_load_timeout):
-                    await self._fetch_and_load(ref, entry, started, slot)
-            except TimeoutError:
-                self._registry.abandon(entry)
-                try:
-                    await self._control.unload(ref.triton_name)
-                except GatewayError:
-                    self._strays.add(ref.triton_name)
-                limit = self._settings.model_load_timeout
-                raise ServiceUnavailable(
-                    f"Model '{ref.shown}' did not load within {limit} s."
-                ) from None
-            except ModelError as exc:
-                self._metrics.failed_loads.inc()
-                if self._registry.get(ref.triton_name) is entry:  # not reset meanwhile
-                    self._registry.failed(entry, exc, self._settings.load_failure_ttl)
-                await self._cache.remove(ref)  # a bad copy on disk must not be loaded again
-                raise
-            except BaseException:
-                self._metrics.failed_loads.inc()
-                self._registry.abandon(entry)
-                raise
-        finally:
-            slot.give()
+                await self._control.unload(ref.triton_name)
+            except GatewayError:
+                self._strays.add(ref.triton_name)
+            limit = self._settings.model_load_timeout
+            raise ServiceUnavailable(
+                f"Model '{ref.shown}' did not load within {limit} s."
+            ) from None
+        except ModelError as exc:
+            self._metrics.failed_loads.inc()
+            if self._registry.get(ref.triton_name) is entry:  # not reset meanwhile
+                self._registry.failed(entry, exc, self._settings.load_failure_ttl)
+            await self._cache.remove(ref)  # a bad copy on disk must not be loaded again
+            raise
+        except BaseException:
+            self._metrics.failed_loads.inc()
+            self._registry.abandon(entry)
+            raise
         return entry
 
     def _still_tracked(self, entry: ModelEntry) -> None:
@@ -195,35 +168,33 @@ class Loader:
                 f"Triton restarted while model '{entry.ref.shown}' was loading; retry the request."
             )
 
-    async def _fetch_and_load(
-        self, ref: ModelRef, entry: ModelEntry, started: float, slot: _Slot
-    ) -> None:
-        prepare = partial(
-            prepare_model_dir,
-            triton_name=ref.triton_name,
-            gpu_available=self._gpu_available,
-            renames=dict(ref.renames),
-        )
-        materialized = await self._cache.materialize(ref, prepare)
+    async def _fetch_and_load(self, ref: ModelRef, entry: ModelEntry, started: float) -> None:
+        """A load slot is held while it downloads and while Triton loads it, not while it
+        waits for memory (victims' processes take a second or more to exit), so loads
+        waiting for room keep no others from downloading or loading."""
+        prepare = partial(_prepare, ref=ref, gpu_available=self._gpu_available)
+        async with self._slots:
+            materialized = await self._cache.materialize(ref, prepare)
         fetch_seconds = 0.0 if materialized.hit else time.perf_counter() - started
         if not materialized.hit:
             self._metrics.downloading.observe(fetch_seconds)
-        view = await asyncio.to_thread(_read_and_label, materialized.path, ref)
+        view = materialized.prepared
+        if view is None:  # already on disk: read it (once) and label it again
+            view = await asyncio.to_thread(_read_and_label, materialized.path, ref)
         self._still_tracked(entry)
         self._registry.fetched(entry, materialized.bytes, fetch_seconds)
-        kind = self._capacity.kind_for(view.cpu_only)
+        kind = self._accountant.kind_for(view.cpu_only)
         try:
-            loaded = await self._load_within_memory(entry, view, kind, None, started, slot)
+            loaded = await self._load_within_memory(entry, view, kind, None, started)
         except InsufficientMemory:
             if not (kind == "gpu" and self._settings.cpu_fallback_on_oom and view.cpu_fallback):
                 raise
             log.warning("GPU full: serving %s on CPU instances", ref.name)
             loaded = await self._load_within_memory(
-                entry, view, "host", view.cpu_config_json, started, slot
+                entry, view, "host", view.cpu_config_json, started
             )
         self._still_tracked(entry)
         self._registry.became_ready(entry, loaded)
-        self._policy.record_load(ref.triton_name, loaded.memory_bytes, loaded.load_seconds)
         log.info(
             "model %s ready in %.3f s (fetch %.3f s, %d bytes on disk; %s memory %d MiB, "
             "%d instance(s))",
@@ -243,29 +214,26 @@ class Loader:
         kind: str,
         config: str | None,
         started: float,
-        slot: _Slot,
     ) -> Loaded:
         ref, name = entry.ref, entry.ref.triton_name
         for attempt in range(1, LOAD_ATTEMPTS + 1):
-            need = self._capacity.need(name, entry.disk_bytes, view.memory_bytes)
-            slot.give()
+            need = self._accountant.need(name, entry.disk_bytes, view.memory_bytes)
             own = view.python_backend and kind == "host"  # PSS of its stubs: no delta needed
-            async with self._capacity.room_for(ref, kind, need, own) as reservation:
-                await slot.take()
-                load_started = time.perf_counter()
+            async with self._accountant.room_for(ref, kind, need, own) as reservation:
                 try:
-                    await self._control.load(name, config, shown=ref.shown)
+                    async with self._slots:
+                        load_started = time.perf_counter()
+                        await self._control.load(name, config, shown=ref.shown)
                 except InsufficientMemory:
                     await self._unload_quietly(name)
                     if attempt == LOAD_ATTEMPTS:
                         raise
                     log.warning("Triton ran out of memory loading %s; evicting more", name)
-                    self._capacity.raise_estimate(name, need)
+                    self._registry.estimate_too_low(name, need)
                     continue
                 self._metrics.loading.observe(time.perf_counter() - load_started)
-                slot.give()
                 try:
-                    memory = await self._capacity.settle(ref, reservation)
+                    memory = await self._accountant.settle(ref, reservation)
                     inputs, outputs, batch = await self._describe(name, view)
                 except BaseException:
                     await self._unload_quietly(name)
@@ -288,8 +256,8 @@ class Loader:
     async def _unload_quietly(self, name: str) -> None:
         try:
             await self._control.unload(name)
-            await self._capacity.wait_unavailable(name)
-            await self._capacity.wait_gone(name)
+            await self._unloader.wait_unavailable(name)
+            await self._unloader.wait_gone(name)
         except GatewayError:
             self._strays.add(name)
 
@@ -352,11 +320,9 @@ class Loader:
         self._registry.failed(entry, error, self._settings.load_failure_ttl)
 
     async def _reload(self, entry: ModelEntry) -> ModelEntry:
-        slot = _Slot(self._slots)
-        await slot.take()
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._settings.model_load_timeout):
+            async with self._slots, asyncio.timeout(self._settings.model_load_timeout):
                 # Triton skips a load whose config it already runs; after an unload (left
                 # hanging in UNLOADING by the dead stub) the load is a real one.
                 await self._control.unload(entry.ref.triton_name)
@@ -370,8 +336,6 @@ class Loader:
         except BaseException:
             self._registry.abandon(entry)  # Triton may still hold it: the reconciler adopts it
             raise
-        finally:
-            slot.give()
         self._registry.repaired(entry)
         log.info("model %s repaired in %.3f s", entry.ref.name, time.perf_counter() - started)
         return entry
@@ -390,3 +354,13 @@ def _read_and_label(model_dir: Path, ref: ModelRef) -> ModelView:
     """Blocking: the config's view, and the target labelled beside it for adoption."""
     write_label(model_dir, ref)
     return read_view(model_dir)
+
+
+def _prepare(model_dir: Path, ref: ModelRef, gpu_available: bool) -> ModelView:
+    """Blocking, once per download: the config made loadable here and read (once), and the
+    target labelled beside it for adoption."""
+    config = prepare_model_dir(
+        model_dir, ref.triton_name, gpu_available=gpu_available, renames=dict(ref.renames)
+    )
+    write_label(model_dir, ref)
+    return config_view(config)

@@ -25,16 +25,15 @@ import orjson
 
 from gateway.background import Background
 from gateway.errors import GatewayError
+from gateway.loading.accountant import MemoryAccountant
 from gateway.loading.autoscale import limits
-from gateway.loading.capacity import Capacity
-from gateway.loading.eviction import EvictionPolicy
 from gateway.loading.labels import read_label
 from gateway.loading.loader import Loader
-from gateway.loading.registry import ModelEntry, ModelState, Registry, loaded_from
+from gateway.loading.parts import Parts
+from gateway.loading.registry import ModelEntry, ModelState, loaded_from
+from gateway.loading.unloader import Unloader
 from gateway.memory.host import Processes
-from gateway.settings import Settings
 from gateway.store.cache import tree_bytes
-from gateway.triton.client import TritonControl
 from gateway.triton.repository import read_view
 
 STUB_EXIT_WAITS_S = (0.0, 0.05, 0.1, 0.2)
@@ -44,20 +43,15 @@ log = logging.getLogger(__name__)
 
 class Reconciler:
     def __init__(
-        self,
-        settings: Settings,
-        registry: Registry,
-        control: TritonControl,
-        capacity: Capacity,
-        loader: Loader,
-        policy: EvictionPolicy,
+        self, parts: Parts, accountant: MemoryAccountant, unloader: Unloader, loader: Loader
     ) -> None:
-        self._settings = settings
-        self._registry = registry
-        self._control = control
-        self._capacity = capacity
+        self._parts = parts
+        self._settings = parts.settings
+        self._registry = parts.registry
+        self._control = parts.control
+        self._accountant = accountant
+        self._unloader = unloader
         self._loader = loader
-        self._policy = policy
         self._background = Background("reconciler")
         self._soon: asyncio.Task[None] | None = None
         self._again = False
@@ -136,7 +130,7 @@ class Reconciler:
         loaded_at = entry.ready_since
         for pause in STUB_EXIT_WAITS_S:
             await asyncio.sleep(pause)
-            pids = await self._capacity.scan()
+            pids = await self._parts.scan()
             if entry.state is not ModelState.READY or entry.ready_since != loaded_at:
                 return False  # being (or just) repaired: its new stubs prove nothing
             if pids.server is None or _stubs_missing(entry, pids):
@@ -162,12 +156,11 @@ class Reconciler:
         return (
             self._registry.get(name) is None
             and not self._loader.is_loading(name)
-            and not self._capacity.unloading(name)
+            and not self._unloader.unloading(name)
         )
 
     def _forget(self, entry: ModelEntry) -> None:
         self._registry.vanished(entry)
-        self._policy.record_evict(entry.ref.triton_name)
 
     async def _adopt_or_unload(self, name: str) -> None:
         folder = self._settings.repository / name
@@ -181,10 +174,10 @@ class Reconciler:
             view = await asyncio.to_thread(read_view, folder)
         except GatewayError:
             return
-        kind = self._capacity.kind_for(view.cpu_only)
-        held = await self._capacity.held(name, kind)
+        kind = self._accountant.kind_for(view.cpu_only)
+        held = await self._accountant.held(name, kind)
         disk = await asyncio.to_thread(tree_bytes, folder)
-        memory = held or self._capacity.need(name, disk, view.memory_bytes)
+        memory = held or self._accountant.need(name, disk, view.memory_bytes)
         if not self._untracked(name):
             return  # a request started loading it meanwhile
         minimum, maximum = limits(view, self._settings)
@@ -199,16 +192,13 @@ class Reconciler:
                 max_instances=maximum if self._settings.autoscale else view.instances,
             ),
         )
-        if self._capacity.footprint(name) is None:
-            self._capacity.remember(name, memory)
-        self._policy.record_load(name, memory, 1.0)
         log.info("adopted %s, which Triton already holds", ref.name)
 
     async def _measure(self) -> None:
         """Readings beat bookkeeping: what each loaded model's own processes hold now, and
         whether they are all still there."""
         scanned = time.monotonic()
-        pids = await self._capacity.scan()
+        pids = await self._parts.scan()
         for entry in self._registry.loaded():
             if (
                 pids.server is not None
@@ -219,10 +209,9 @@ class Reconciler:
                 evidence = f"{found} of {entry.instances} stub processes running"
                 self._loader.repair(entry, "stub_gone", evidence)
                 continue
-            held = await self._capacity.held(entry.ref.triton_name, pids=pids)
+            held = await self._accountant.held(entry.ref.triton_name, pids=pids)
             if held and entry.state is ModelState.READY and not entry.scaling:
                 self._registry.measured(entry, held)
-                self._capacity.remember(entry.ref.triton_name, held)
 
 
 def _stubs_missing(entry: ModelEntry, pids: Processes) -> bool:

@@ -1,8 +1,21 @@
-"""Every model's state, and the only code that changes it.
+"""The book of models: everything the gateway knows about each one, and the only code that
+changes it.
 
-Each model the gateway knows has one ``ModelEntry``; this module is its only writer. Other
-modules read entries and ask for transitions, which check against ``TRANSITIONS`` that they
-are legal and raise ``IllegalTransition`` if not. The table, as ``transition_table()`` draws
+Per model it holds:
+
+- its state, pins and description (``ModelEntry``, one per model it knows now);
+- its measured footprint, remembered across unloads (``footprint``);
+- the memory reserved for a load or scale-up in progress (``Reservation``);
+- the unload in progress (``unload_task``);
+- the names the management API loaded it under (``Named``).
+
+Other modules read it and ask for changes; none keeps a copy. The eviction policy learns
+residency from it alone: a model that becomes READY is reported loaded, one that leaves
+READY or UNLOADING for (gone) (unloaded, vanished, reset) is reported evicted, and each hit
+is reported from the hot-path lookup.
+
+State changes are transitions, checked against ``TRANSITIONS`` (``IllegalTransition`` if
+not legal). The table, as ``transition_table()`` draws
 it (a test keeps this copy equal to it)::
 
     transition     from                        to
@@ -43,14 +56,19 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from gateway.errors import GatewayError
+from gateway.memory.base import MemorySnapshot
 from gateway.resolve import ModelRef
 from gateway.triton.repository import ModelView, TensorSpec
+
+FOOTPRINTS_KEPT = 100_000
+"""Models whose measured footprint is remembered after their unload (oldest dropped)."""
 
 
 class ModelState(enum.Enum):
@@ -92,6 +110,53 @@ def transition_table() -> str:
         left = "any" if sources == ANY else ", ".join(s.name for s in sources) or "(gone)"
         lines.append(f"{name:<15}{left:<28}{target}")
     return "\n".join(lines)
+
+
+class Residency(Protocol):
+    """What the registry reports as models come and go (the eviction policy)."""
+
+    def record_load(self, name: str, size: int, load_cost: float) -> None: ...
+
+    def record_hit(self, name: str) -> None: ...
+
+    def record_evict(self, name: str) -> None: ...
+
+
+class _Unheard:
+    def record_load(self, name: str, size: int, load_cost: float) -> None:
+        pass
+
+    def record_hit(self, name: str) -> None:
+        pass
+
+    def record_evict(self, name: str) -> None:
+        pass
+
+
+@dataclass(eq=False, slots=True)
+class Reservation:
+    """Memory held for one load (or scale-up) in progress on one memory kind."""
+
+    name: str
+    kind: str
+    need: int
+    promised: int = 0
+    """Bytes of the victims it is waiting for, until their memory shows as free."""
+    alone: bool = True
+    """No other load overlapped it: the change in the reading is its own."""
+    before: MemorySnapshot | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A model loaded by name through the management API (SageMaker's container contract)."""
+
+    name: str
+    url: str
+    ref: ModelRef
+    """What invocations go to: the model itself, or the ensemble of a group."""
+    members: tuple[ModelRef, ...] = ()
+    """An ensemble's composing models, loaded first and unloaded with it."""
 
 
 class IllegalTransition(RuntimeError):
@@ -162,6 +227,8 @@ class ModelEntry:
     """Set when the last request in flight ends (only while someone waits for it)."""
     ready_since: float = 0.0
     """When Triton last (re)loaded it: a process scan begun earlier may predate its stubs."""
+    resident: bool = False
+    """Reported loaded to the eviction policy and not reported evicted since."""
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -216,14 +283,19 @@ class Registry:
 
     def __init__(
         self,
-        on_hit: Callable[[str], None] = lambda _: None,
+        residency: Residency | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._entries: dict[str, ModelEntry] = {}
-        self._on_hit = on_hit
+        self._residency = residency or _Unheard()
+        self._on_hit = self._residency.record_hit
         """Tells the eviction policy of each use (O(1), on the hot path)."""
         self._on_idle: Callable[[ModelEntry], None] | None = None
         self._clock = clock
+        self._footprints: OrderedDict[str, int] = OrderedDict()
+        self._reservations: set[Reservation] = set()
+        self._unloads: dict[str, asyncio.Task[None]] = {}
+        self._named: dict[str, Named] = {}
 
     def when_idle(self, callback: Callable[[ModelEntry], None]) -> None:
         """Call ``callback`` when a ready model's last request ends (--model-cache disabled)."""
@@ -275,6 +347,72 @@ class Registry:
             return None
         return entry.error
 
+    # footprints: what a model held when last measured, kept across its unloads
+
+    def footprint(self, triton_name: str) -> int | None:
+        return self._footprints.get(triton_name)
+
+    def remember_footprint(self, triton_name: str, footprint: int) -> None:
+        """A reading says what the model holds (or, loading, would hold)."""
+        self._footprints[triton_name] = footprint
+        self._footprints.move_to_end(triton_name)
+        if len(self._footprints) > FOOTPRINTS_KEPT:
+            self._footprints.popitem(last=False)
+
+    def estimate_too_low(self, triton_name: str, need: int) -> None:
+        """Triton ran out of memory anyway: the next attempt asks for twice as much."""
+        self.remember_footprint(triton_name, 2 * need)
+
+    # reservations: memory promised to loads and scale-ups in progress
+
+    def reserve(self, reservation: Reservation) -> None:
+        """Overlapping loads of one kind are marked: neither's reading delta is its own."""
+        for other in self._reservations:
+            if other.kind == reservation.kind:
+                other.alone = reservation.alone = False
+        self._reservations.add(reservation)
+
+    def unreserve(self, reservation: Reservation) -> None:
+        self._reservations.discard(reservation)
+
+    def reservations(self, kind: str = "") -> list[Reservation]:
+        """In progress, of ``kind`` (all when "")."""
+        return [r for r in self._reservations if not kind or r.kind == kind]
+
+    def reserved(self, kind: str) -> int:
+        return sum(r.need for r in self._reservations if r.kind == kind)
+
+    # unloads in progress (they outlive the entry: its stubs exit after Triton's unload)
+
+    def unload_task(self, triton_name: str) -> asyncio.Task[None] | None:
+        return self._unloads.get(triton_name)
+
+    def unloads(self) -> int:
+        return len(self._unloads)
+
+    def track_unload(self, triton_name: str, task: asyncio.Task[None]) -> None:
+        self._unloads[triton_name] = task
+        task.add_done_callback(lambda _: self._unloads.pop(triton_name, None))
+
+    # names given through the management API
+
+    def named(self, name: str) -> Named | None:
+        return self._named.get(name)
+
+    def names(self) -> list[str]:
+        return sorted(self._named)
+
+    def name(self, named: Named) -> bool:
+        """Register ``named``; False if the name is taken."""
+        if named.name in self._named:
+            return False
+        self._named[named.name] = named
+        return True
+
+    def unname(self, named: Named) -> None:
+        if self._named.get(named.name) is named:
+            del self._named[named.name]
+
     # pins
 
     def pin(self, entry: ModelEntry) -> _Pin:
@@ -322,6 +460,9 @@ class Registry:
         self._describe(entry, loaded)
         entry.state = ModelState.READY
         entry.last_used = entry.ready_since = self._clock()
+        self.remember_footprint(entry.ref.triton_name, loaded.memory_bytes)
+        entry.resident = True
+        self._residency.record_load(entry.ref.triton_name, loaded.memory_bytes, loaded.load_seconds)
 
     def adopt(self, ref: ModelRef, loaded: Loaded) -> ModelEntry:
         """(gone) -> READY: Triton holds a model this gateway placed but did not track."""
@@ -332,16 +473,22 @@ class Registry:
         entry.pin = _Pin(entry, self._idle)
         self._describe(entry, loaded)
         self._entries[ref.triton_name] = entry
+        if ref.triton_name not in self._footprints:
+            self.remember_footprint(ref.triton_name, loaded.memory_bytes)
+        entry.resident = True  # its load time is unknown: a second, as for a small model
+        self._residency.record_load(ref.triton_name, loaded.memory_bytes, 1.0)
         return entry
 
     def measured(self, entry: ModelEntry, memory_bytes: int) -> None:
         """A reading corrected what a loaded model holds."""
         self._expect(entry, "measured")
         entry.memory_bytes = memory_bytes
+        self.remember_footprint(entry.ref.triton_name, memory_bytes)
 
     def failed(self, entry: ModelEntry, error: GatewayError, ttl: float) -> None:
         """DOWNLOADING/LOADING -> FAILED: requests get ``error`` at once for ``ttl`` s."""
         self._expect(entry, "failed")
+        self._evicted(entry)  # a repair that failed
         if ttl <= 0:
             del self._entries[entry.ref.triton_name]
             return
@@ -356,6 +503,7 @@ class Registry:
             return
         self._expect(entry, "abandon")
         del self._entries[entry.ref.triton_name]
+        self._evicted(entry)  # a repair that stopped
 
     def broken(self, entry: ModelEntry) -> None:
         """READY -> LOADING: it lost a process and is being reloaded in place. Requests in
@@ -384,6 +532,7 @@ class Registry:
             return
         self._expect(entry, "unloaded")
         del self._entries[entry.ref.triton_name]
+        self._evicted(entry)
 
     def unload_failed(self, entry: ModelEntry) -> None:
         """UNLOADING -> READY: Triton may still hold it; the reconciler checks which."""
@@ -398,6 +547,7 @@ class Registry:
             return
         self._expect(entry, "vanished")
         del self._entries[entry.ref.triton_name]
+        self._evicted(entry)
 
     def begin_scaling(self, entry: ModelEntry) -> None:
         self._expect(entry, "begin_scaling")
@@ -417,6 +567,7 @@ class Registry:
             entry.instances = instances
             entry.config_json = config_json
             entry.memory_bytes = memory_bytes
+            self.remember_footprint(entry.ref.triton_name, memory_bytes)
 
     def hold(self, entry: ModelEntry) -> None:
         self._expect(entry, "hold")
@@ -426,10 +577,20 @@ class Registry:
         entry.held = False
 
     def reset(self) -> None:
-        """Triton restarted and forgot every model: nothing is loaded any more."""
+        """Triton restarted and forgot every model: nothing is loaded any more. Footprints
+        and names outlive it (the models come back as they were)."""
+        entries = list(self._entries.values())
         self._entries.clear()
+        self._reservations.clear()  # their loads fail: not tracked any more
+        for entry in entries:
+            self._evicted(entry)
 
     # helpers
+
+    def _evicted(self, entry: ModelEntry) -> None:
+        if entry.resident:
+            entry.resident = False
+            self._residency.record_evict(entry.ref.triton_name)
 
     def _describe(self, entry: ModelEntry, loaded: Loaded) -> None:
         entry.memory_kind = loaded.memory_kind

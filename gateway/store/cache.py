@@ -28,7 +28,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Generic, TypeVar
 
 from gateway.errors import InsufficientMemory, ModelNotFound
 from gateway.resolve import ModelRef
@@ -46,12 +46,14 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Materialized:
+class Materialized(Generic[T]):
     path: Path
     hit: bool
     """True when the model was already on disk."""
     bytes: int
     fetched: Fetched | None
+    prepared: T | None = None
+    """What ``prepare`` returned, when it ran (a miss)."""
 
 
 def tree_bytes(path: Path) -> int:
@@ -123,12 +125,13 @@ class DiskCache:
             self._sizes[path.name] = tree_bytes(path)
         self.budget = self.budget or default_budget(self.repository) + self.used
 
-    async def materialize(self, ref: ModelRef, prepare: Callable[[Path], None]) -> Materialized:
-        """The model's folder in the repository, fetched from the store unless already there."""
+    async def materialize(self, ref: ModelRef, prepare: Callable[[Path], T]) -> Materialized[T]:
+        """The model's folder in the repository, fetched from the store unless already there
+        (then ``prepare`` runs on it before it is moved into place)."""
         final = self.path_of(ref)
         if ref.triton_name in self._sizes and await asyncio.to_thread(final.is_dir):
             self._sizes.move_to_end(ref.triton_name)
-            return Materialized(final, True, self._sizes[ref.triton_name], None)
+            return Materialized(final, True, self._sizes[ref.triton_name], None, None)
         temp = self.repository / INCOMING / f"{ref.triton_name}-{uuid.uuid4().hex[:8]}"
         limits = Limits(
             self.max_model_bytes or sys.maxsize, self.max_members, max_ratio=self.max_ratio
@@ -136,7 +139,9 @@ class DiskCache:
         limits.reserve = self._reserver(ref, temp.name, asyncio.get_running_loop())
         try:
             await asyncio.to_thread(temp.mkdir, parents=True)
-            fetched = await in_thread(limits.cancel, self._fetch, ref, temp, limits, prepare)
+            fetched, prepared = await in_thread(
+                limits.cancel, self._fetch, ref, temp, limits, prepare
+            )
             os.rename(temp, final)  # on the loop: no cancellation between it and the record
             self._sizes[ref.triton_name] = fetched.bytes
         except OSError as exc:
@@ -147,11 +152,11 @@ class DiskCache:
         finally:
             self._held.pop(temp.name, None)
             await asyncio.shield(asyncio.to_thread(shutil.rmtree, temp, True))
-        return Materialized(final, False, fetched.bytes, fetched)
+        return Materialized(final, False, fetched.bytes, fetched, prepared)
 
     def _fetch(
-        self, ref: ModelRef, temp: Path, limits: Limits, prepare: Callable[[Path], None]
-    ) -> Fetched:
+        self, ref: ModelRef, temp: Path, limits: Limits, prepare: Callable[[Path], T]
+    ) -> tuple[Fetched, T]:
         """Blocking, in a worker thread: fetch, lay out and prepare the model in ``temp``."""
         try:
             fetched = self._store_for(ref).fetch(ref.candidates, temp, limits)
@@ -159,11 +164,11 @@ class DiskCache:
             raise ModelNotFound(f"Model '{ref.shown}' was not found in the model store.") from None
         limits.check_cancel()
         normalize_layout(temp)
-        prepare(temp)
+        prepared = prepare(temp)
         final = self.path_of(ref)
         if final.exists():
             shutil.rmtree(final)  # an incomplete copy from before a crash
-        return fetched
+        return fetched, prepared
 
     def _reserver(
         self, ref: ModelRef, hold: str, loop: asyncio.AbstractEventLoop

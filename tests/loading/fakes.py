@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any, cast
 
 from gateway.errors import ServiceUnavailable
+from gateway.loading.accountant import MemoryAccountant
 from gateway.loading.autoscale import Autoscaler
-from gateway.loading.capacity import Capacity
-from gateway.loading.eviction import make_policy
+from gateway.loading.eviction import EvictionPolicy, make_policy
 from gateway.loading.loader import Loader
+from gateway.loading.parts import Parts
 from gateway.loading.reconcile import Reconciler
-from gateway.loading.registry import Registry
+from gateway.loading.registry import Registry, Residency
+from gateway.loading.unloader import Unloader
 from gateway.memory.base import DeviceMemory, MemorySnapshot
 from gateway.memory.host import Processes
 from gateway.metrics import Metrics
@@ -108,7 +110,9 @@ class FakeCache:
     def __init__(self, root: Path) -> None:
         self._root = root
 
-    async def materialize(self, ref: ModelRef, prepare: Callable[[Path], None]) -> Materialized:
+    async def materialize(
+        self, ref: ModelRef, prepare: Callable[[Path], None]
+    ) -> Materialized[None]:
         folder = self._root / ref.triton_name
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.pbtxt").write_text(CONFIG)
@@ -126,32 +130,36 @@ class Stack:
     triton: FakeTriton
     monitor: FakeMonitor
     registry: Registry
-    capacity: Capacity
+    parts: Parts
+    unloader: Unloader
+    accountant: MemoryAccountant
     loader: Loader
     reconciler: Reconciler
     autoscaler: Autoscaler
 
 
-def stack(settings: Settings, registry: Registry | None = None) -> Stack:
+def stack(
+    settings: Settings,
+    registry: Callable[[Residency], Registry] = Registry,
+    policy: EvictionPolicy | None = None,
+) -> Stack:
     triton = FakeTriton()
     monitor = FakeMonitor(triton, settings.memory_budget)
-    registry = registry or Registry()
-    policy = make_policy("gdsf-decay")
+    policy = policy or make_policy("gdsf-decay")
+    books = registry(policy)
     control = cast(Any, triton)
-    capacity = Capacity(
-        settings,
-        registry,
-        control,
-        {"host": cast(Any, monitor)},
-        policy,
-        Metrics(),
-        monitor.pids_by_model,
-    )
+    monitors = {"host": cast(Any, monitor)}
+    parts = Parts(settings, books, control, Metrics(), monitors, monitor.pids_by_model)
+    unloader = Unloader(parts)
+    accountant = MemoryAccountant(parts, policy, unloader)
     cache = cast(Any, FakeCache(settings.cache_dir / "models"))
-    loader = Loader(settings, registry, cache, control, capacity, policy, Metrics(), False)
-    reconciler = Reconciler(settings, registry, control, capacity, loader, policy)
-    autoscaler = Autoscaler(settings, registry, control, capacity)
-    return Stack(settings, triton, monitor, registry, capacity, loader, reconciler, autoscaler)
+    loader = Loader(parts, cache, accountant, unloader)
+    reconciler = Reconciler(parts, accountant, unloader, loader)
+    autoscaler = Autoscaler(parts, accountant)
+    return Stack(
+        settings, triton, monitor, books, parts, unloader, accountant, loader, reconciler,
+        autoscaler,
+    )  # fmt: skip
 
 
 class InlineExecutor(ThreadPoolExecutor):

@@ -2,8 +2,8 @@
 
 The NVIDIA driver knows nothing of PID namespaces, so NVML reports host PIDs even inside a
 container. docker-compose.yml puts the gateway in a namespace shared with Triton, not the
-host's: the stubs' PIDs the gateway sees never match NVML's. The real Capacity and the real
-NvmlMonitor run here; only pynvml is faked (no GPU on this machine), reporting a host PID
+host's: the stubs' PIDs the gateway sees never match NVML's. The real MemoryAccountant and
+the real NvmlMonitor run here; only pynvml is faked (no GPU on this machine), reporting a host PID
 that exists nowhere in the gateway's /proc.
 """
 
@@ -14,9 +14,11 @@ from typing import Any, cast
 
 import pytest
 
-from gateway.loading.capacity import Capacity
+from gateway.loading.accountant import MemoryAccountant
 from gateway.loading.eviction import make_policy
+from gateway.loading.parts import Parts
 from gateway.loading.registry import Registry
+from gateway.loading.unloader import Unloader
 from gateway.memory import nvml
 from gateway.memory.host import Processes
 from gateway.metrics import Metrics
@@ -41,31 +43,32 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
     return fake
 
 
-def _capacity(tmp_path: Path, monitor: nvml.NvmlMonitor, triton_name: str) -> Capacity:
+def _accountant(tmp_path: Path, monitor: nvml.NvmlMonitor, triton_name: str) -> MemoryAccountant:
     async def pids_by_model() -> Processes:
         return Processes(SERVER_PID, {triton_name: [STUB_PID]}, {triton_name: [STUB_PID]})
 
-    return Capacity(
+    policy = make_policy("lru")
+    parts = Parts(
         Settings(cache_dir=tmp_path),
-        Registry(),
+        Registry(policy),
         cast(Any, FakeTriton()),
-        {"gpu": monitor},
-        make_policy("lru"),
         Metrics(),
+        {"gpu": monitor},
         pids_by_model,
     )
+    return MemoryAccountant(parts, policy, Unloader(parts))
 
 
 async def test_fake_nvml_host_pids_unmatched_footprint_from_the_device_reading(tmp_path, fake):
     ref = resolve_target("m.tar.gz")
     monitor = nvml.NvmlMonitor()
-    capacity = _capacity(tmp_path, monitor, ref.triton_name)
-    async with capacity.room_for(ref, "gpu", 2 * GiB) as reservation:
+    accountant = _accountant(tmp_path, monitor, ref.triton_name)
+    async with accountant.room_for(ref, "gpu", 2 * GiB) as reservation:
         # Triton loads the model: 3 GiB more on the device, under the stub's host PID.
         fake.devices[0] = (80 * GiB, 13 * GiB)
         fake.processes = {0: [(HOST_PID, 3 * GiB)]}
-        assert await capacity.held(ref.triton_name, "gpu", loading=True) is None  # no match
-        footprint = await capacity.settle(ref, reservation)
+        assert await accountant.held(ref.triton_name, "gpu", loading=True) is None  # no match
+        footprint = await accountant.settle(ref, reservation)
     assert footprint == 3 * GiB  # the change in the device's reading: the true footprint
 
 
@@ -73,9 +76,9 @@ async def test_fake_nvml_pids_matching_the_gateways_view_are_attributed(tmp_path
     """The same load where the PIDs do match (pid: host, or the embedded Triton): NVML's
     per-process figure is used, whatever else the device reading includes."""
     ref = resolve_target("m.tar.gz")
-    capacity = _capacity(tmp_path, nvml.NvmlMonitor(), ref.triton_name)
-    async with capacity.room_for(ref, "gpu", 2 * GiB) as reservation:
+    accountant = _accountant(tmp_path, nvml.NvmlMonitor(), ref.triton_name)
+    async with accountant.room_for(ref, "gpu", 2 * GiB) as reservation:
         fake.devices[0] = (80 * GiB, 14 * GiB)  # 1 GiB of it someone else's
         fake.processes = {0: [(STUB_PID, 3 * GiB)]}
-        footprint = await capacity.settle(ref, reservation)
+        footprint = await accountant.settle(ref, reservation)
     assert footprint == 3 * GiB

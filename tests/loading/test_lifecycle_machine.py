@@ -2,9 +2,9 @@
 
 A stateful property test: hypothesis drives requests, load outcomes (success, failure,
 out of memory), evictions, failing unloads, Triton restarts, autoscaling and
-reconciliation in random orders against the real Registry, Capacity, Loader, Autoscaler
-and Reconciler. Triton and the memory reading are plain-data fakes (the real ones need a
-server); after every step the invariants of the lifecycle must hold.
+reconciliation in random orders against the real Registry, MemoryAccountant, Unloader,
+Loader, Autoscaler and Reconciler. Triton and the memory reading are plain-data fakes (the
+real ones need a server); after every step the invariants of the lifecycle must hold.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from gateway.errors import InsufficientMemory, ModelError, ServiceUnavailable
-from gateway.loading.registry import ModelEntry, ModelState, Registry
+from gateway.loading.eviction import GDSFPolicy
+from gateway.loading.registry import ModelEntry, ModelState, Registry, Residency
 from gateway.resolve import resolve_target
 from gateway.settings import Settings
 from tests.loading.fakes import MODELS, MiB, run_inline, stack
@@ -34,8 +35,8 @@ class Guarded(Registry):
         *("end_scaling", "hold", "release", "reset"),
     )
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, residency: Residency) -> None:
+        super().__init__(residency)
         self.active = 0
         self.overlaps = 0
         for name in self.TRANSITIONS:
@@ -51,6 +52,24 @@ class Guarded(Registry):
                 self.active -= 1
 
         return guarded
+
+
+class Heard(GDSFPolicy):
+    """The real policy, keeping what it has been told is resident."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.resident: set[str] = set()
+
+    def record_load(self, name: str, size: int, load_cost: float) -> None:
+        assert name not in self.resident, f"{name} reported loaded twice"
+        self.resident.add(name)
+        super().record_load(name, size, load_cost)
+
+    def record_evict(self, name: str) -> None:
+        assert name in self.resident, f"{name} reported evicted while not resident"
+        self.resident.discard(name)
+        super().record_evict(name)
 
 
 class Lifecycle(RuleBasedStateMachine):
@@ -70,9 +89,10 @@ class Lifecycle(RuleBasedStateMachine):
             max_instances=2,
             cache_dir=Path(self.tmp.name),
         )
-        parts = stack(self.settings, Guarded())
+        self.policy = Heard()
+        parts = stack(self.settings, Guarded, self.policy)
         self.triton, self.registry = parts.triton, cast(Guarded, parts.registry)
-        self.capacity, self.loader = parts.capacity, parts.loader
+        self.unloader, self.loader = parts.unloader, parts.loader
         self.reconciler, self.autoscaler = parts.reconciler, parts.autoscaler
         self.requests: list[asyncio.Task[None]] = []
         self.release = asyncio.Event()
@@ -152,7 +172,7 @@ class Lifecycle(RuleBasedStateMachine):
         idle = [e for e in self.registry.loaded() if not (e.pins or e.scaling or e.held)]
         if idle:
             name = idle[pick % len(idle)].ref.triton_name
-            self.others.append(self._spawn(self.capacity.unload(name)))
+            self.others.append(self._spawn(self.unloader.unload(name)))
         self._run(300)
 
     @rule(model=st.sampled_from(MODELS), failing=st.booleans())
@@ -199,13 +219,20 @@ class Lifecycle(RuleBasedStateMachine):
 
     @invariant()
     def reserved_is_the_loads_in_progress(self) -> None:
-        reservations = self.capacity.in_progress()
-        assert self.capacity.reserved("host") == sum(r.need for r in reservations)
+        reservations = self.registry.reservations()
+        assert self.registry.reserved("host") == sum(r.need for r in reservations)
         scaling = {e.ref.triton_name for e in self.registry.entries() if e.scaling}
         in_progress = set(self.loader.loading()) | scaling
         assert {r.name for r in reservations} <= in_progress
         if not in_progress:
-            assert self.capacity.reserved("host") == 0
+            assert self.registry.reserved("host") == 0
+
+    @invariant()
+    def the_policy_knows_what_is_resident_from_the_registry_alone(self) -> None:
+        """Loaded, unloaded, vanished and reset all reach it (nothing else tells it)."""
+        resident = (ModelState.READY, ModelState.UNLOADING)
+        expected = {e.ref.triton_name for e in self.registry.entries() if e.state in resident}
+        assert self.policy.resident == expected
 
     @invariant()
     def pinned_model_is_never_unloading(self) -> None:

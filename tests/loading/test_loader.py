@@ -104,10 +104,10 @@ async def test_loader_load_across_a_triton_restart_is_503_not_an_internal_error(
 
 async def test_loader_uses_a_declared_need_before_the_first_load(tmp_path):
     parts = _stack(tmp_path, memory_budget=200 * MiB)
-    assert parts.capacity.need("x", disk_bytes=MiB, declared=500 * MiB) == 500 * MiB
-    assert parts.capacity.need("x", disk_bytes=MiB) == 32 * MiB
-    parts.capacity.remember("x", 70 * MiB)
-    assert parts.capacity.need("x", disk_bytes=MiB, declared=500 * MiB) == 70 * MiB
+    assert parts.accountant.need("x", disk_bytes=MiB, declared=500 * MiB) == 500 * MiB
+    assert parts.accountant.need("x", disk_bytes=MiB) == 32 * MiB
+    parts.registry.remember_footprint("x", 70 * MiB)
+    assert parts.accountant.need("x", disk_bytes=MiB, declared=500 * MiB) == 70 * MiB
 
 
 async def test_loader_model_larger_than_the_budget_is_507_and_remembered(tmp_path):
@@ -120,7 +120,7 @@ async def test_loader_model_larger_than_the_budget_is_507_and_remembered(tmp_pat
     with pytest.raises(InsufficientMemory):
         await waiting
     assert parts.triton.ready == {}  # unloaded again
-    assert parts.capacity.footprint(ref.triton_name) == 160 * MiB
+    assert parts.registry.footprint(ref.triton_name) == 160 * MiB
     with pytest.raises(InsufficientMemory):
         await parts.loader.ensure_loaded(ref, 1e9)
     assert parts.triton.pending == {}  # the second answer needed no load
@@ -143,7 +143,7 @@ async def test_loader_a_model_triton_kept_after_a_failed_unload_is_adopted_at_on
     entry = parts.registry.get(ref.triton_name)
     assert entry is not None and entry.state is ModelState.READY  # adopted: idle, evictable
     parts.triton.failing_unloads.clear()
-    await parts.capacity.unload(ref.triton_name)
+    await parts.unloader.unload(ref.triton_name)
     assert parts.triton.ready == {} and parts.registry.get(ref.triton_name) is None
     await parts.reconciler.stop()
 

@@ -16,7 +16,9 @@ from gateway.loading.registry import (
     Loaded,
     ModelEntry,
     ModelState,
+    Named,
     Registry,
+    Reservation,
     transition_table,
 )
 from gateway.resolve import resolve_target
@@ -254,3 +256,93 @@ def test_registry_code_takes_exactly_the_drawn_transitions(name, state):
         assert after is entry and after.state is state
     else:
         assert after is not None and after.state.name == expected
+
+
+class Told:
+    """What the registry told the eviction policy, in order."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str]] = []
+
+    def record_load(self, name: str, size: int, load_cost: float) -> None:
+        self.events.append(("load", name))
+
+    def record_hit(self, name: str) -> None:
+        self.events.append(("hit", name))
+
+    def record_evict(self, name: str) -> None:
+        self.events.append(("evict", name))
+
+
+def test_registry_tells_the_policy_of_loads_hits_and_every_way_out():
+    told = Told()
+    registry = Registry(told)
+    name = REF.triton_name
+    entry = _ready(registry)
+    registry.ready(name)
+    registry.start_unload(entry)
+    registry.unloaded(entry)
+    entry = _ready(registry)
+    registry.vanished(entry)
+    _ready(registry)
+    registry.reset()
+    registry.adopt(REF, LOADED)
+    loading = resolve_target("n.tar.gz")
+    registry.fetched(registry.begin(loading), 10, 0.1)  # never ready: never reported
+    registry.reset()
+    assert told.events == [
+        ("load", name), ("hit", name), ("evict", name),  # unloaded
+        ("load", name), ("evict", name),  # vanished
+        ("load", name), ("evict", name),  # reset
+        ("load", name), ("evict", name),  # adopted, reset
+    ]  # fmt: skip
+
+
+def test_registry_a_failed_repair_is_reported_evicted_once():
+    told = Told()
+    registry = Registry(told)
+    entry = _ready(registry)
+    registry.broken(entry)
+    registry.failed(entry, ModelError("crash", 500, "crash"), ttl=60)
+    registry.reset()
+    assert told.events == [("load", REF.triton_name), ("evict", REF.triton_name)]
+
+
+def test_registry_footprints_outlive_unloads_and_are_bounded(monkeypatch):
+    monkeypatch.setattr(registry_module, "FOOTPRINTS_KEPT", 2)
+    registry = Registry()
+    entry = _ready(registry)
+    registry.measured(entry, 250)
+    registry.start_unload(entry)
+    registry.unloaded(entry)
+    assert registry.footprint(REF.triton_name) == 250
+    registry.estimate_too_low("a", 10)
+    assert registry.footprint("a") == 20
+    registry.remember_footprint("b", 5)
+    assert registry.footprint(REF.triton_name) is None  # the oldest went first
+    assert (registry.footprint("a"), registry.footprint("b")) == (20, 5)
+
+
+def test_registry_reservations_of_one_kind_overlap_and_reset_drops_them():
+    registry = Registry()
+    first, second = Reservation("a", "host", 10), Reservation("b", "host", 20)
+    gpu = Reservation("c", "gpu", 5)
+    for reservation in (first, second, gpu):
+        registry.reserve(reservation)
+    assert not first.alone and not second.alone and gpu.alone
+    assert registry.reserved("host") == 30 and registry.reserved("gpu") == 5
+    registry.unreserve(first)
+    assert registry.reservations("host") == [second]
+    registry.reset()
+    assert registry.reserved("host") == registry.reserved("gpu") == 0
+
+
+def test_registry_a_name_is_given_once_and_outlives_a_reset():
+    registry = Registry()
+    named = Named("x", "/models/x", REF)
+    assert registry.name(named)
+    assert not registry.name(Named("x", "/elsewhere", REF))
+    registry.reset()
+    assert registry.named("x") is named and registry.names() == ["x"]
+    registry.unname(named)
+    assert registry.named("x") is None

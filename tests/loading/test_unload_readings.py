@@ -13,7 +13,7 @@ from tests.loading.test_loader import _spin, _stack
 
 def _recorded(parts: Stack) -> list[tuple[str, str, int, int, int]]:
     calls: list[tuple[str, str, int, int, int]] = []
-    parts.capacity.after_unload(lambda *args: calls.append(args))
+    parts.unloader.after_unload(lambda *args: calls.append(args))
     return calls
 
 
@@ -30,7 +30,7 @@ async def test_lone_unload_reports_what_its_model_gave_back(tmp_path: Path):
     calls = _recorded(parts)
     await _load(parts, MODELS[1])
     name = resolve_target(MODELS[1]).triton_name
-    await parts.capacity.unload(name)
+    await parts.unloader.unload(name)
     [(kind, model, footprint, freed, total)] = calls
     assert (kind, model, total) == ("host", "m1", 1000 * MiB)
     assert freed == TRUE_SIZE[name] == footprint  # the reading fell by exactly its footprint
@@ -43,7 +43,7 @@ async def test_unload_overlapping_a_load_into_triton_is_not_reported(tmp_path: P
     loading = asyncio.create_task(parts.loader.ensure_loaded(resolve_target(MODELS[2]), 1e9))
     await _spin()
     assert parts.triton.pending  # m2 is loading in Triton now: the reading moves with it
-    await parts.capacity.unload(resolve_target(MODELS[1]).triton_name)
+    await parts.unloader.unload(resolve_target(MODELS[1]).triton_name)
     for future in list(parts.triton.pending.values()):
         future.set_result(None)
     await loading
