@@ -81,6 +81,11 @@ bench-patterns: install
 bench-replay: install
 	$(PY) bench/replay.py
 
+# The gateway's own costs as loaded models add up (N = 10, 100, 300 small models; slow).
+.PHONY: bench-scale
+bench-scale: install
+	PYTHONPATH=. $(PY) bench/scale.py $(if $(COUNTS),--counts $(COUNTS))
+
 .PHONY: bench-fleet
 bench-fleet: install tools
 	$(PY) bench/fleet.py

@@ -196,11 +196,12 @@ class Loader:
         self._still_tracked(entry)
         self._registry.became_ready(entry, loaded)
         log.info(
-            "model %s ready in %.3f s (fetch %.3f s, %d bytes on disk; %s memory %d MiB, "
-            "%d instance(s))",
+            "model %s ready in %.3f s (fetch %.3f s, triton %.3f s, %d bytes on disk; "
+            "%s memory %d MiB, %d instance(s))",
             ref.name,
             loaded.load_seconds,
             fetch_seconds,
+            loaded.triton_seconds,
             materialized.bytes,
             loaded.memory_kind,
             loaded.memory_bytes >> 20,
@@ -231,7 +232,8 @@ class Loader:
                     log.warning("Triton ran out of memory loading %s; evicting more", name)
                     self._registry.estimate_too_low(name, need)
                     continue
-                self._metrics.loading.observe(time.perf_counter() - load_started)
+                triton_seconds = time.perf_counter() - load_started
+                self._metrics.loading.observe(triton_seconds)
                 try:
                     memory = await self._accountant.settle(ref, reservation)
                     inputs, outputs, batch = await self._describe(name, view)
@@ -250,6 +252,7 @@ class Loader:
                 min_instances=minimum,
                 max_instances=maximum if self._settings.autoscale else view.instances,
                 config_json=config or view.config_json,
+                triton_seconds=triton_seconds,
             )
         raise AssertionError("unreachable: the last attempt returns or raises")
 

@@ -263,6 +263,9 @@ class Loaded:
     max_instances: int
     batch: int
     config_json: str
+    triton_seconds: float = 0.0
+    """Of ``load_seconds``, what Triton's own load_model took (the rest is the gateway's:
+    fetching, waiting for room, measuring)."""
 
 
 def loaded_from(view: ModelView, **fields: Any) -> Loaded:
