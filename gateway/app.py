@@ -69,6 +69,7 @@ from gateway.management import Management
 from gateway.memory.base import MemoryMonitor
 from gateway.memory.host import HostMonitor, NamedProcess, available_bytes
 from gateway.memory.nvml import open_nvml
+from gateway.memory.refresh import Refresher
 from gateway.metrics import Metrics
 from gateway.recovery import Recovery
 from gateway.settings import Settings
@@ -213,7 +214,10 @@ async def memory_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     unloader = app[UNLOADER] = Unloader(parts)
     app[ACCOUNTANT] = MemoryAccountant(parts, app[POLICY], unloader)
+    refresher = Refresher(monitors)
+    refresher.start()
     yield
+    await refresher.stop()
     if nvml is not None:
         await asyncio.to_thread(nvml.close)
 

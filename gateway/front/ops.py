@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import suppress
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -21,9 +20,9 @@ TRITON_SCRAPE_TIMEOUT_S = 1.0
 async def metrics(context: Context, call: Call) -> Reply:
     if context.settings.metrics_auth:
         context.authorize(call, None)
-    for kind, monitor in context.monitors.items():
-        with suppress(GatewayError):
-            context.metrics.record_memory(kind, await monitor.snapshot())
+    for kind, monitor in context.monitors.items():  # the latest readings: none taken here
+        if monitor.last is not None:
+            context.metrics.record_memory(kind, monitor.last)
     body = generate_latest(context.metrics.registry) + await _triton_series(context)
     return Reply(200, body, {"Content-Type": CONTENT_TYPE_LATEST})
 

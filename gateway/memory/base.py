@@ -44,8 +44,16 @@ class MemorySnapshot:
 
 class MemoryMonitor(Protocol):
     kind: str
+    last: MemorySnapshot | None
+    """The latest reading, whoever took it (None before the first)."""
 
-    async def snapshot(self) -> MemorySnapshot: ...
+    async def snapshot(self) -> MemorySnapshot:
+        """A reading now, as cheap as the monitor can make it (see memory/host.py)."""
+        ...
+
+    async def full_snapshot(self) -> MemorySnapshot:
+        """A reading of everything afresh (memory/refresh.py takes these)."""
+        ...
 
     async def held_by(self, pids: Sequence[int]) -> int | None:
         """Memory these processes hold, or None where the monitor cannot tell."""

@@ -6,13 +6,21 @@ would count shared pages once per process. PSS (proportional set size, from
 tritonserver leads its own process group (the embedded one does), the group's other members
 count too: a process a model started outlives its stub's exit there, reparented out of the
 tree, and still holds host memory.
+
+A PSS reading costs the kernel a walk of the process's page tables, so reading every
+process on every cold load would cost more with every model loaded. ``HostMonitor`` keeps
+the last reading of each process: ``refresh`` reads them all (in the background, at a
+bounded rate), and between refreshes a reading lists tritonserver's children afresh (so
+models unloaded since drop out at once) but reads only tritonserver itself and the
+processes that were not there at the last refresh (a model loading now).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,21 +59,34 @@ class Processes:
     """Per model: its stubs with whatever processes they started (what holds its memory)."""
 
 
+def model_of(pid: int) -> str | None:
+    """The model a Python-backend stub serves: its first argument is the model's file
+    (``.../<name>/<version>/model.py``). None for any other process, or one gone."""
+    try:
+        argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    parts = argv[1].decode(errors="replace").split("/") if len(argv) > 1 else []
+    return parts[-3] if len(parts) >= 3 and parts[-1].endswith(".py") else None
+
+
 def pids_by_model(root: int) -> Processes:
-    """The processes of Triton's tree that serve each model: a Python-backend instance is a
-    stub process whose first argument is its model's file (``.../<name>/<version>/model.py``),
-    with whatever processes that stub started."""
+    """The processes of Triton's tree that serve each model: its stubs, with whatever
+    processes they started (one full scan)."""
+    trees = {pid: tree(pid) for pid in _children(root)}
+    return _by_model(root, trees, {pid: model_of(pid) for pid in trees})
+
+
+def _by_model(
+    root: int, trees: Mapping[int, Sequence[int]], models: Mapping[int, str | None]
+) -> Processes:
     stubs: dict[str, list[int]] = {}
     members: dict[str, list[int]] = {}
-    for pid in _children(root):
-        try:
-            argv = (PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        parts = argv[1].decode(errors="replace").split("/") if len(argv) > 1 else []
-        if len(parts) >= 3 and parts[-1].endswith(".py"):
-            stubs.setdefault(parts[-3], []).append(pid)
-            members.setdefault(parts[-3], []).extend(tree(pid))
+    for pid, below in trees.items():
+        model = models.get(pid)
+        if model is not None:
+            stubs.setdefault(model, []).append(pid)
+            members.setdefault(model, []).extend(below)
     return Processes(root, stubs, members)
 
 
@@ -91,16 +112,6 @@ def command_name(pid: int) -> str:
         return (PROC / str(pid) / "comm").read_text().strip()
     except OSError:
         return ""
-
-
-def triton_processes(root: int) -> set[int]:
-    """Triton's tree, and its process group's members where it leads one."""
-    found = set(tree(root))
-    try:
-        leads = os.getpgid(root) == root
-    except OSError:
-        return found
-    return found | set(group_members(root)) if leads else found
 
 
 def pss_bytes(pid: int) -> int:
@@ -156,30 +167,129 @@ def available_bytes() -> int:
     raise RuntimeError("/proc/meminfo has no MemAvailable")
 
 
+@dataclass(frozen=True)
+class _Known:
+    """What the last refresh (or first sight) found of Triton's tree."""
+
+    root: int = 0
+    trees: Mapping[int, Sequence[int]] = field(default_factory=dict)
+    """Each child of tritonserver: its own tree (itself first)."""
+    models: Mapping[int, str | None] = field(default_factory=dict)
+    """Each child of tritonserver: the model it is the stub of, if any."""
+    strays: Sequence[int] = ()
+    """Members of Triton's process group outside its tree (reparented)."""
+
+
 class HostMonitor:
-    """Used = PSS of the Triton tree; total = the budget."""
+    """Used = PSS of the Triton tree (and its process group); total = the budget."""
 
     kind = "host"
 
     def __init__(self, budget: int, root_pid: Callable[[], int | None]) -> None:
         self.budget = budget
         self._root_pid = root_pid
+        self._lock = threading.Lock()  # readings run in worker threads
+        self._known = _Known()
+        self._pss: dict[int, int] = {}
+        """The last PSS reading of each process in sight."""
+        self.last: MemorySnapshot | None = None
+        """The latest reading, whoever took it: what /metrics serves."""
+
+    # full readings (the background refresher's)
+
+    def refresh(self) -> MemorySnapshot:
+        """Blocking: every process of the tree and the group, read afresh."""
+        root = self._root_pid()
+        if not root:
+            return self._snapshot(0)
+        trees = {pid: tree(pid) for pid in _children(root)}
+        with self._lock:
+            models = {pid: self._known.models.get(pid) for pid in trees}
+        for pid, model in models.items():
+            if model is None:
+                models[pid] = model_of(pid)
+        in_tree = {root}.union(*trees.values())
+        strays = sorted(_group_strays(root, in_tree))
+        pss = {pid: pss_bytes(pid) for pid in (*in_tree, *strays)}
+        with self._lock:
+            self._known = _Known(root, trees, models, strays)
+            self._pss = pss
+        return self._snapshot(sum(pss.values()))
+
+    # incremental readings (a cold load's)
 
     def read(self) -> MemorySnapshot:
-        pid = self._root_pid()
-        used = sum(pss_bytes(p) for p in triton_processes(pid)) if pid else 0
-        return MemorySnapshot("host", (DeviceMemory(index=0, total=self.budget, used=used),))
+        """Blocking: the tree as it is now; tritonserver, and processes never read before,
+        read now; the others as last read."""
+        known = self._current()
+        if not known.root:
+            return self._snapshot(0)
+        processes = [known.root, *known.strays]
+        for below in known.trees.values():
+            processes.extend(below)
+        with self._lock:
+            unread = [p for p in processes if p not in self._pss]
+        fresh = {pid: pss_bytes(pid) for pid in (known.root, *unread)}
+        with self._lock:
+            self._pss.update(fresh)
+            used = sum(self._pss.get(p, 0) for p in processes)
+        return self._snapshot(used)
+
+    def _current(self) -> _Known:
+        """The tree now: tritonserver's children listed afresh, a child not seen before
+        walked now (no memory is read here)."""
+        root = self._root_pid()
+        if not root:
+            return _Known()
+        children = _children(root)
+        with self._lock:
+            known = self._known if self._known.root == root else _Known(root)
+        trees = {pid: known.trees[pid] for pid in children if pid in known.trees}
+        models = {pid: known.models[pid] for pid in trees}
+        for pid in children:
+            if pid not in trees:
+                trees[pid] = tree(pid)
+                models[pid] = model_of(pid)
+        current = _Known(root, trees, models, known.strays)
+        with self._lock:
+            if self._known.root == known.root:  # not replaced by a refresh meanwhile
+                self._known = current
+        return current
+
+    def _snapshot(self, used: int) -> MemorySnapshot:
+        snapshot = MemorySnapshot("host", (DeviceMemory(index=0, total=self.budget, used=used),))
+        self.last = snapshot
+        return snapshot
 
     async def snapshot(self) -> MemorySnapshot:
         return await asyncio.to_thread(self.read)
 
+    async def full_snapshot(self) -> MemorySnapshot:
+        return await asyncio.to_thread(self.refresh)
+
+    def read_held(self, pids: Sequence[int]) -> int:
+        """Blocking: these processes' PSS, read now (and kept)."""
+        fresh = {pid: pss_bytes(pid) for pid in pids}
+        with self._lock:
+            self._pss.update(fresh)
+        return sum(fresh.values())
+
     async def held_by(self, pids: Sequence[int]) -> int | None:
-        return await asyncio.to_thread(lambda: sum(pss_bytes(p) for p in pids))
+        return await asyncio.to_thread(self.read_held, pids)
 
     async def pids_by_model(self) -> Processes:
         """Processes serving each model (none when Triton's processes are out of sight)."""
         return await asyncio.to_thread(self._scan)
 
     def _scan(self) -> Processes:
-        root = self._root_pid()
-        return pids_by_model(root) if root else Processes()
+        known = self._current()
+        return _by_model(known.root, known.trees, known.models) if known.root else Processes()
+
+
+def _group_strays(root: int, in_tree: Iterable[int]) -> set[int]:
+    """Members of the process group tritonserver leads that are outside its tree."""
+    try:
+        leads = os.getpgid(root) == root
+    except OSError:
+        return set()
+    return set(group_members(root)) - set(in_tree) if leads else set()

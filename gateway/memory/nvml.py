@@ -61,6 +61,7 @@ class NvmlMonitor:
         pynvml.nvmlInit()
         self._handles = _visible_handles()
         self.devices = [index for index, _ in self._handles]
+        self.last: MemorySnapshot | None = None
         if not self._handles:
             pynvml.nvmlShutdown()
             raise RuntimeError("NVML sees no GPU that Triton may use")
@@ -75,10 +76,15 @@ class NvmlMonitor:
                 )
             except pynvml.NVMLError as exc:
                 raise ServiceUnavailable(f"NVML could not read GPU memory: {exc}") from exc
-        return MemorySnapshot("gpu", devices)
+        self.last = MemorySnapshot("gpu", devices)
+        return self.last
 
     async def snapshot(self) -> MemorySnapshot:
         return await asyncio.to_thread(self.read)
+
+    async def full_snapshot(self) -> MemorySnapshot:
+        """NVML reads whole devices: every reading is a full one."""
+        return await self.snapshot()
 
     def read_held(self, pids: Sequence[int]) -> int | None:
         """Blocking: GPU memory NVML attributes to these processes, on every visible device."""

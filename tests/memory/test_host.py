@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.memory.host import NamedProcess, find_process, pids_by_model, pss_bytes
+from gateway.memory.host import HostMonitor, NamedProcess, find_process, pids_by_model, pss_bytes
 
 
 def test_pids_by_model_finds_each_models_stub_processes(tmp_path: Path):
@@ -81,3 +81,66 @@ def test_named_process_found_followed_across_a_restart_and_never_guessed(tmp_pat
         first.kill()
         first.wait()
     assert named() is None
+
+
+GROWER = """import sys
+ballast = [b'x' * (8 << 20)]
+print('ready', flush=True)
+for line in sys.stdin:
+    ballast.append(bytes([len(ballast)]) * (32 << 20))
+    print('grown', flush=True)
+"""
+
+
+def _stub(folder: Path, name: str) -> subprocess.Popen[bytes]:
+    script = folder / name / "1" / "model.py"
+    script.parent.mkdir(parents=True)
+    script.write_text(GROWER)
+    stub = subprocess.Popen(
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    assert stub.stdout is not None and stub.stdout.readline() == b"ready\n"
+    return stub
+
+
+def _grow(stub: subprocess.Popen[bytes]) -> None:
+    assert stub.stdin is not None and stub.stdout is not None
+    stub.stdin.write(b"grow\n")
+    stub.stdin.flush()
+    assert stub.stdout.readline() == b"grown\n"
+
+
+def _end(stub: subprocess.Popen[bytes]) -> None:
+    stub.kill()
+    stub.wait()
+    for stream in (stub.stdin, stub.stdout):
+        if stream is not None:
+            stream.close()
+
+
+def test_host_readings_between_refreshes_read_only_new_processes(tmp_path: Path):
+    """The test process plays tritonserver. A reading after a refresh sees a stub started
+    since (read now) and loses one that exited (listed now), but a known stub's growth waits
+    for the next refresh: old processes are not read again on every cold load."""
+    monitor = HostMonitor(1 << 40, os.getpid)
+    first = _stub(tmp_path, "first-01")
+    second = None
+    try:
+        base = monitor.refresh().used
+        assert monitor.last is not None and monitor.last.used == base
+        second = _stub(tmp_path, "second-02")
+        with_second = monitor.read().used
+        assert with_second >= base + (8 << 20)  # the new stub, read at once
+        assert monitor._scan().stubs["second-02"] == [second.pid]
+        _grow(first)
+        assert monitor.read().used < with_second + (16 << 20)  # not read again: stale
+        grown = monitor.refresh().used
+        assert grown >= with_second + (24 << 20)  # the refresh reads its 32 MiB more
+        assert monitor.read_held([first.pid]) >= 40 << 20  # a model's own, read now
+        _end(second)
+        assert monitor.read().used <= grown - (8 << 20)  # gone from the listing at once
+        assert "second-02" not in monitor._scan().stubs
+    finally:
+        _end(first)
+        if second is not None and second.poll() is None:
+            _end(second)
