@@ -54,9 +54,9 @@ test: install tools compiled
 	  $(VENV)/bin/pytest --import-mode=append -p no:cacheprovider $(COMPILED_TESTS)
 
 check: install
-	$(VENV)/bin/ruff format --check gateway tests
-	$(VENV)/bin/ruff check gateway tests
-	$(VENV)/bin/mypy gateway tests
+	$(VENV)/bin/ruff format --check gateway tests bench deploy
+	$(VENV)/bin/ruff check gateway tests bench deploy
+	$(VENV)/bin/mypy gateway tests bench
 
 store: install
 	rm -rf $(RUN_DIR)/store && mkdir -p $(RUN_DIR)/store
@@ -66,6 +66,9 @@ store: install
 fleet: store tools
 	$(PY) -m deploy.fleet --port $(PORT) --store $(RUN_DIR)/store
 
+# Benchmarks are modules of the bench package (python -m bench.<name>), run from this checkout.
+BENCH := PYTHONPATH=$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PY) -P -m
+
 bench: install
 	bash bench/run.sh
 
@@ -74,31 +77,33 @@ clean:
 
 .PHONY: bench-patterns
 bench-patterns: install
-	$(PY) bench/patterns.py
+	$(BENCH) bench.patterns
 
 # A short shifting, bursty trace through the real gateway, per policy, against the simulator.
 .PHONY: bench-replay
 bench-replay: install
-	$(PY) bench/replay.py
+	$(BENCH) bench.replay
 
 # The gateway's own costs as loaded models add up (N = 10, 100, 300 small models; slow).
 .PHONY: bench-scale
 bench-scale: install
-	PYTHONPATH=. $(PY) bench/scale.py $(if $(COUNTS),--counts $(COUNTS))
+	$(BENCH) bench.scale $(if $(COUNTS),--counts $(COUNTS))
 
 .PHONY: bench-fleet
 bench-fleet: install tools
-	$(PY) bench/fleet.py
+	$(BENCH) bench.fleet
 
 # The chaos soak: faults on a schedule under load; non-zero exit if an aim is missed.
 .PHONY: soak
 soak: install
-	SOAK_SECONDS=$${SOAK_SECONDS:-120} $(PY) bench/soak.py --json bench/results/soak.json
+	mkdir -p bench/results
+	SOAK_SECONDS=$${SOAK_SECONDS:-120} $(BENCH) tests.soak --json bench/results/soak.json
 
-# The per-core ceiling: one gateway process in front of an upstream that costs ~nothing.
+# The per-core ceiling: one gateway process in front of an upstream that costs ~nothing, on the
+# compiled request path (as `make run` serves it).
 .PHONY: bench-ceiling
-bench-ceiling: install
-	$(PY) bench/ceiling.py
+bench-ceiling: install compiled
+	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) $(PY) -P -m bench.ceiling
 
 # docker-compose.yml on this machine's Docker engine, unchanged (deploy/stack.sh): installs the
 # engine and Compose v2 if missing, builds stand-ins for images no registry here serves.

@@ -4,7 +4,7 @@ The request is the one `make bench` sends (SageMaker InvokeEndpoint, the benchma
 ~100-byte JSON body) as the hot-path server holds it: raw path, lower-cased headers, body.
 The first verification derives the signing key; the rest find it cached, as every request
 after the first of a day does. Bearer tokens are timed too.
-Usage: PYTHONPATH=. .venv/bin/python bench/auth_microbench.py [--n N]
+Usage: python -m bench.auth_microbench [--n N]
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The per-core ceiling: what one gateway process sustains when the upstream costs ~nothing.
 
-The gateway's hot path, built as ``gateway.app.serve`` builds it (``FrontServer``, ``Hot``,
-``Invoker``, ``InferenceService`` with a real ``Registry`` and eviction policy, real
+The gateway's request path, built as ``gateway.app.serve`` builds it (``FrontServer``,
+``Context``, ``Invoker``, ``InferenceService`` with a real ``Registry`` and eviction policy, real
 ``Metrics`` and the access log, uvloop), in a process of its own, in front of nginx answering
 every ``POST /v2/models/.../infer`` with a fixed Triton-shaped JSON answer (``return 200``).
 Only the model load is skipped: the model is adopted into the registry as READY, as the
@@ -10,8 +10,8 @@ reconciler adopts one Triton already holds. wrk drives the gateway's SageMaker r
 The figure is the gateway process's CPU per request (utime+stime from /proc around the wrk
 run) and its requests per second; ``1e6 / cpu_us`` is the most one core can serve.
 
-Usage: .venv/bin/python bench/ceiling.py [--seconds S] [--connections 16,64]
-       .venv/bin/python bench/ceiling.py --profile out.prof   (cProfile of the gateway)
+Usage: python -m bench.ceiling [--seconds S] [--connections 16,64]
+       python -m bench.ceiling --profile out.prof   (cProfile of the gateway)
 (``make bench-ceiling``; results in bench/results/ceiling.{md,json}.)
 """
 
@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -31,8 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import bench as common  # bench/bench.py: wrk, /proc and process helpers
+from bench import harness
 
 TARGET = "add_one.tar.gz"
 ANSWER = (
@@ -103,7 +101,7 @@ async def _serve_hot(port: int, upstream_port: int, profile: str | None, log_pat
         loop.add_signal_handler(signal.SIGUSR1, profiler.enable)
     print("ready", flush=True)
     await stop.wait()
-    if profiler is not None:
+    if profiler is not None and profile:
         profiler.disable()
         profiler.dump_stats(profile)
     server.close()
@@ -123,69 +121,34 @@ def serve_main(args: argparse.Namespace) -> None:
 
 def start_responder(tmp: Path, triton_name: str) -> tuple[subprocess.Popen[bytes], int, int]:
     """nginx answering every infer POST with the fixed answer; (process, port, worker pid)."""
-    root = tmp / "nginx"
-    (root / "logs").mkdir(parents=True)
-    port = common.free_port()
     answer = (ANSWER % triton_name).replace('"', '\\"')
-    (root / "nginx.conf").write_text(
-        f"""worker_processes 1;
-daemon off;
-pid {root}/nginx.pid;
-error_log {root}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    keepalive_requests 100000000;
+    return harness.start_nginx(
+        tmp / "nginx",
+        f"""    keepalive_requests 100000000;
     keepalive_timeout 600s;
-    client_body_temp_path {root}/client_body;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{{port}};
         location / {{
             default_type application/json;
             return 200 "{answer}";
         }}
-    }}
-}}
-"""
+    }}""",
     )
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    cmd = [nginx, "-p", str(root), "-c", str(root / "nginx.conf"), "-e", str(root / "error.log")]
-    proc = subprocess.Popen(cmd, start_new_session=True)
-    deadline = time.monotonic() + 10
-    while not (workers := common.descendants(proc.pid)) or not _listening(port):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("nginx (the responder) did not start")
-        time.sleep(0.05)
-    return proc, port, workers[0]
-
-
-def _listening(port: int) -> bool:
-    import socket
-
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-        return True
-    return False
-
-
-def user_sys(pid: int) -> tuple[int, int]:
-    """(utime, stime) ticks of a live process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return int(fields[11]), int(fields[12])
 
 
 def measure(
     gateway_pid: int, responder_pid: int, url: str, script: Path, conns: int, seconds: int
 ) -> dict[str, Any]:
     watched = {"gateway": [gateway_pid], "responder": [responder_pid]}
-    before = {k: common.cpu_ticks(v) for k, v in watched.items()}
-    split = user_sys(gateway_pid)
-    busy, own, wall = common.machine_busy_ticks(), common.own_seconds(), time.monotonic()
-    result = common.run_wrk(url, script, seconds, conns, threads=1)
-    busy, own = common.machine_busy_ticks() - busy, common.own_seconds() - own
+    before = {k: harness.cpu_ticks(v) for k, v in watched.items()}
+    split = harness.user_sys(gateway_pid)
+    busy, own, wall = harness.machine_busy_ticks(), harness.own_seconds(), time.monotonic()
+    result = harness.run_wrk(url, script, seconds, conns, threads=1)
+    busy, own = harness.machine_busy_ticks() - busy, harness.own_seconds() - own
     wall = time.monotonic() - wall
-    used = {k: (common.cpu_ticks(v) - before[k]) / common.CLK_TCK for k, v in watched.items()}
+    used = {k: (harness.cpu_ticks(v) - before[k]) / harness.CLK_TCK for k, v in watched.items()}
     n = max(int(result["requests"]), 1)
-    user, system = (b - a for a, b in zip(split, user_sys(gateway_pid), strict=True))
+    user, system = (b - a for a, b in zip(split, harness.user_sys(gateway_pid), strict=True))
     return {
         "connections": conns,
         "rps": result["rps"],
@@ -194,24 +157,24 @@ def measure(
         "errors": result["non_2xx"] + result["socket_errors"],
         "gateway_cpu_us": used["gateway"] / n * 1e6,
         "gateway_cores": used["gateway"] / wall,
-        "gateway_user_us": user / common.CLK_TCK / n * 1e6,
-        "gateway_sys_us": system / common.CLK_TCK / n * 1e6,
+        "gateway_user_us": user / harness.CLK_TCK / n * 1e6,
+        "gateway_sys_us": system / harness.CLK_TCK / n * 1e6,
         "responder_cpu_us": used["responder"] / n * 1e6,
         "wrk_cores": own / wall,
-        "other_cores": max(busy / common.CLK_TCK - sum(used.values()) - own, 0.0) / wall,
+        "other_cores": max(busy / harness.CLK_TCK - sum(used.values()) - own, 0.0) / wall,
         "per_core_rps": 1e6 / (used["gateway"] / n * 1e6) if used["gateway"] else 0.0,
     }
 
 
 def pyspy(pid: int, seconds: int, out: str) -> subprocess.Popen[bytes]:
     """A py-spy sampling profile (raw, collapsed stacks) of the gateway during one run."""
-    cmd = [str(common.VENV_BIN / "py-spy"), "record", "-o", out, "--pid", str(pid)]
+    cmd = [str(harness.VENV_BIN / "py-spy"), "record", "-o", out, "--pid", str(pid)]
     cmd += ["--duration", str(seconds), "--rate", "250", "--nonblocking", "--format", "raw"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def report(rows: list[dict[str, Any]], seconds: int) -> str:
-    facts = common.machine_facts({})
+    facts = harness.machine_facts({})
     out = ["# Per-core ceiling (gateway hot path, upstream = nginx `return 200`)", ""]
     out += [" | ".join(f"{k}: {v}" for k, v in facts.items() if k != "Triton"), ""]
     out += [
@@ -243,12 +206,12 @@ def main() -> int:
     parser.add_argument("--pyspy", help="write a py-spy profile (raw) of each run here")
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_DURATION", "8")))
     parser.add_argument("--connections", default="16,64")
-    parser.add_argument("--json", type=Path, default=common.RESULTS / "ceiling.json")
+    parser.add_argument("--json", type=Path, default=harness.RESULTS / "ceiling.json")
     args = parser.parse_args()
     if args.serve:
         serve_main(args)
         return 0
-    common.RESULTS.mkdir(parents=True, exist_ok=True)
+    harness.RESULTS.mkdir(parents=True, exist_ok=True)
     from gateway.resolve import resolve_target
 
     with contextlib.ExitStack() as stack:
@@ -256,24 +219,26 @@ def main() -> int:
         responder, upstream_port, responder_pid = start_responder(
             tmp, resolve_target(TARGET).triton_name
         )
-        stack.callback(common.kill_tree, responder, signal.SIGTERM, 10)
-        port = common.free_port()
-        cmd = [sys.executable, __file__, "--serve", str(port), "--upstream", str(upstream_port)]
-        cmd += ["--access-log", str(tmp / "access.log")]
+        stack.callback(harness.kill_tree, responder, signal.SIGTERM, 10)
+        port = harness.free_port()
+        cmd = [*harness.module("bench.ceiling"), "--serve", str(port)]
+        cmd += ["--upstream", str(upstream_port), "--access-log", str(tmp / "access.log")]
         if args.profile:
             cmd += ["--profile", str(Path(args.profile).resolve())]
-        gateway = subprocess.Popen(cmd, stdout=subprocess.PIPE, cwd=common.ROOT)
-        stack.callback(common.kill_tree, gateway, signal.SIGTERM, 20)
+        gateway = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, cwd=harness.ROOT, env=harness.child_env()
+        )
+        stack.callback(harness.kill_tree, gateway, signal.SIGTERM, 20)
         assert gateway.stdout is not None
         if gateway.stdout.readline().strip() != b"ready":
             raise RuntimeError("the gateway harness did not start")
-        url = f"http://127.0.0.1:{port}{common.INVOCATIONS}"
-        status, body = common.post(
-            port, common.INVOCATIONS, {"X-Amzn-SageMaker-Target-Model": TARGET}
+        url = f"http://127.0.0.1:{port}{harness.INVOCATIONS}"
+        status, body = harness.post(
+            port, harness.INVOCATIONS, {"X-Amzn-SageMaker-Target-Model": TARGET}
         )
-        common.check_answer(status, body, "ceiling harness")
-        script = common.lua_script(tmp, TARGET)
-        common.run_wrk(url, script, 1, 16, threads=1)  # warm-up
+        harness.check_answer(status, body, "ceiling harness")
+        script = harness.lua_script(tmp, TARGET)
+        harness.run_wrk(url, script, 1, 16, threads=1)  # warm-up
         if args.profile:
             gateway.send_signal(signal.SIGUSR1)
         rows = []
@@ -282,10 +247,10 @@ def main() -> int:
             rows.append(measure(gateway.pid, responder_pid, url, script, conns, args.seconds))
             if spy is not None:
                 spy.wait(30)
-                print(common.top_frames(Path(args.pyspy), 25), flush=True)
+                print(harness.top_frames(Path(args.pyspy), 25), flush=True)
         text = report(rows, args.seconds)
         print(text, flush=True)
-        (common.RESULTS / "ceiling.md").write_text(text)
+        (harness.RESULTS / "ceiling.md").write_text(text)
         args.json.write_text(json.dumps({"rows": rows}, indent=2))
     return 0
 

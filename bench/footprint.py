@@ -4,23 +4,19 @@ A real gateway with its embedded Triton loads copies of the `memory_hog` example
 allocate and touch 0, 100 and 2,048 MiB in `initialize()`, one at a time, under a budget
 that holds them all; each model's measured footprint is read from /admin/models.
 
-Usage: .venv/bin/python bench/footprint.py   (about 40 s). Prints a Markdown table.
+Usage: python -m bench.footprint   (about 40 s). Prints a Markdown table.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 import tempfile
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from gateway.store.archive import package_model  # noqa: E402
-from tests.servers import Gateway, example_copy  # noqa: E402
+from gateway.store.archive import package_model
+from tests.servers import Gateway, example_copy
 
 SIZES_MIB = (0, 100, 2048)
 BODY = json.dumps(

@@ -12,7 +12,7 @@ Triton holds idle and per loaded model); the simulator replays the same trace wi
 models' room. The gateway records each load's own size and load time where the simulator
 uses one size and one cost, so ties can break differently: agreement is within TOLERANCE.
 
-Usage: .venv/bin/python bench/replay.py   (or `make bench-replay`); about 6 minutes.
+Usage: python -m bench.replay   (or `make bench-replay`); about 6 minutes.
 Writes bench/results/replay.md.
 """
 
@@ -25,15 +25,13 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from bench import harness
+from gateway.loading.eviction import DEFAULT_POLICY, make_policy
+from gateway.simulate import MB, Pattern, Trace, generate_trace, simulate_policy
+from tests.integration.test_supervision import invoke, offset_store
+from tests.servers import Gateway
 
-from gateway.loading.eviction import DEFAULT_POLICY, make_policy  # noqa: E402
-from gateway.simulate import MB, Pattern, Trace, generate_trace, simulate_policy  # noqa: E402
-from tests.integration.test_supervision import invoke, offset_store  # noqa: E402
-from tests.servers import Gateway  # noqa: E402
-
-RESULTS = ROOT / "bench" / "results"
+RESULTS = harness.RESULTS
 MODELS, REQUESTS, ZIPF, SEED = 8, 160, 1.0, 0
 PATTERN = Pattern("burst+shift", shift_every=80, burst_fraction=0.25)
 CAPACITY = 4

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make bench`: install the load generator and nginx if missing, then run bench/bench.py.
+# `make bench`: install the load generator and nginx if missing, then run bench.request_path.
 # PROFILE=1 also records a py-spy profile of the gateway (bench/results/gateway.svg).
 # BENCH_DURATION=S (default 10) and BENCH_WARMUP=S (default 2) set each wrk run's length.
 # BENCH_AUTH=sigv4 (or bearer) runs the gateway with --auth-file and signs every request.
@@ -36,9 +36,9 @@ if [ "${BENCH_BUILD:-compiled}" = compiled ]; then
     echo "bench: mypyc build failed (build/compile.log): benchmarking pure Python"
   fi
 fi
-.venv/bin/python bench/bench.py "$@"
-# BENCH_CEILING=0 skips the per-core ceiling (bench/ceiling.py, bench/results/ceiling.md).
+.venv/bin/python -P -m bench.request_path "$@"
+# BENCH_CEILING=0 skips the per-core ceiling (bench.ceiling, bench/results/ceiling.md).
 if [ "${BENCH_CEILING:-1}" = 1 ]; then
   echo "bench: per-core ceiling (one gateway process, upstream = nginx return 200)"
-  .venv/bin/python bench/ceiling.py
+  .venv/bin/python -P -m bench.ceiling
 fi

@@ -12,7 +12,7 @@ so nothing is evicted. At each checkpoint N (10, 100, 300 by default) it measure
 
 Aims at the largest N: share <= 50 ms and within 2x of the smallest N's, /metrics <= 50 ms.
 Each checkpoint's share is the median of PROBES cold loads. Slow: about 1.5 s per model.
-Usage: PYTHONPATH=. .venv/bin/python bench/scale.py [--counts 10,100,300]
+Usage: python -m bench.scale [--counts 10,100,300]
 """
 
 from __future__ import annotations

@@ -1,14 +1,13 @@
 """Client CPU per request: UpstreamPool vs aiohttp.ClientSession, both on uvloop.
 
 An aiohttp echo server runs in a subprocess, so time.process_time() of this process counts
-only the client's work. Usage: python bench/upstream_microbench.py [--requests N] [--body B]
+only the client's work. Usage: python -m bench.upstream_microbench [--requests N] [--body B]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 import uvloop
 
+from bench.harness import free_port
 from gateway.triton.upstream import UpstreamPool
 
 CONCURRENCY = 16
@@ -33,12 +33,6 @@ def serve(port: int) -> None:
     web.run_app(
         app, host="127.0.0.1", port=port, print=None, access_log=None, loop=uvloop.new_event_loop()
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_listening(port: int) -> None:

@@ -1,4 +1,4 @@
-"""The chaos soak, short: ``bench/soak.py`` for about 20 s (``make soak`` runs it longer).
+"""The chaos soak, short: ``tests/soak.py`` for about 20 s (``make soak`` runs it longer).
 
 A real gateway with its embedded Triton, a Zipf working set larger than its memory budget,
 three fronts, management calls, Triton SIGKILL and SIGSTOP, S3 faults through
@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.soak, pytest.mark.timeout(300)]
 def test_soak_short_all_aims_pass():
     env = {**os.environ, "SOAK_SECONDS": "20", "SOAK_LIVENESS_S": "3"}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "soak.py")],
+        [sys.executable, "-m", "tests.soak"],
         env=env,
         cwd=ROOT,
         capture_output=True,

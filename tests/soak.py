@@ -8,8 +8,7 @@ preloads, invokes and deletes models by name. Faults come on a schedule:
 
 - Triton SIGKILL, and Triton SIGSTOP (a hang; the liveness timeout is SOAK_LIVENESS_S);
 - S3 5xx bursts and bodies cut short, through ``tests/faultproxy.py`` in front of a moto
-  server, when that module exists (otherwise the store is a local folder and those faults
-  are reported "not run");
+  server;
 - ENOSPC: the model repository is a small tmpfs (where mounting is allowed; otherwise "not
   run"), filled up while a model never loaded before is requested: it must be answered 507
   with nothing left in .incoming, and load once the space is back.
@@ -19,15 +18,18 @@ answering correctly (Triton faults), or a model never loaded before answering (S
 Reported: requests, answers by status, wrong answers, recovery times, the gateway's RSS and
 open file descriptors before and after, processes left once it stopped.
 
-    SOAK_SECONDS=120 (default) python bench/soak.py [--json out.json]
+    SOAK_SECONDS=120 (default) python -m tests.soak [--json out.json]
+
+It lives with the tests, whose servers and fault proxy it drives; ``make soak`` runs it, and
+tests/integration/test_soak.py runs it short.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import http.client
-import importlib
 import json
 import os
 import random
@@ -44,10 +46,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from tests.servers import Gateway, free_port, triton_processes  # noqa: E402
+from tests import faultproxy
+from tests.servers import ROOT, Gateway, free_port, triton_processes
 
 MiB = 1 << 20
 STUB_AIM_S = 10.0
@@ -101,18 +101,8 @@ def build_models(root: Path, count: int) -> Path:
     return archives
 
 
-def load_faultproxy() -> Any | None:
-    """``tests/faultproxy.py`` if this checkout has it."""
-    try:
-        return importlib.import_module("tests.faultproxy")
-    except ModuleNotFoundError as exc:
-        if exc.name != "tests.faultproxy":
-            raise
-        return None
-
-
 @contextlib.contextmanager
-def s3_store(archives: Path, faultproxy: Any) -> Iterator[tuple[str, dict[str, str], Any]]:
+def s3_store(archives: Path) -> Iterator[tuple[str, dict[str, str], faultproxy.FaultProxy]]:
     """moto behind the fault proxy: (store URL, the gateway's environment, the proxy)."""
     import logging
 
@@ -324,7 +314,11 @@ class Fault:
 
 class Soak:
     def __init__(
-        self, config: Config, gateway: Gateway, proxy: Any | None, models_fs: Path | None
+        self,
+        config: Config,
+        gateway: Gateway,
+        proxy: faultproxy.FaultProxy,
+        models_fs: Path | None,
     ) -> None:
         self.config = config
         self.gateway = gateway
@@ -384,9 +378,6 @@ class Soak:
             fault.recovered_s = time.monotonic() - fault.injected
 
     def s3_fault(self, fault: Fault, inject: Callable[[], None]) -> None:
-        if self.proxy is None:
-            fault.note = "not run (no tests/faultproxy.py: local store)"
-            return
         model = self.next_cold
         self.next_cold += 1
         fault.injected = time.monotonic()
@@ -520,11 +511,11 @@ def small_filesystem(folder: Path, size_mib: int = 64) -> Iterator[Path | None]:
 
 
 def drive(
-    config: Config, gateway: Gateway, proxy: Any | None, models_fs: Path | None
+    config: Config, gateway: Gateway, proxy: faultproxy.FaultProxy, models_fs: Path | None
 ) -> dict[str, Any]:
     soak = Soak(config, gateway, proxy, models_fs)
     for model in range(6):  # warm up: the head of the distribution, pools open
-        soak.wait(lambda m=model: soak.healthy(m), 60)
+        soak.wait(functools.partial(soak.healthy, model), 60)
     assert gateway.proc is not None
     pid = gateway.proc.pid
     start_rss, start_fds = settled_fds(pid)
@@ -641,16 +632,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     config = Config()
-    faultproxy = load_faultproxy()
     with tempfile.TemporaryDirectory(prefix="mme-soak-") as tmp:
         work = Path(tmp)
         archives = build_models(work / "models", config.models + config.probes)
         with contextlib.ExitStack() as stack:
-            if faultproxy is not None:
-                store, env, proxy = stack.enter_context(s3_store(archives, faultproxy))
-                kind = "S3 (moto behind the fault proxy)"
-            else:
-                store, env, proxy, kind = str(archives), {}, None, "local folder"
+            store, env, proxy = stack.enter_context(s3_store(archives))
+            kind = "S3 (moto behind the fault proxy)"
             print(f"soak: {config.seconds:.0f} s against a {kind} store", flush=True)
             models_fs = stack.enter_context(small_filesystem(work / "cache" / "models"))
             gateway = start_gateway(config, work, store, env)
