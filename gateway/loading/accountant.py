@@ -89,8 +89,7 @@ class MemoryAccountant:
         """Reserve ``need`` bytes of ``kind``, evicting first; yields the reservation (its
         ``before`` reading taken once the victims' memory is back) for ``settle``.
         ``own_processes``: the model's footprint is read from processes of its own (a Python
-        backend's stubs, on the host), so no ``before`` reading is needed: one scan of
-        Triton's processes fewer on every cold load.
+        backend's stubs, on the host), so no ``before`` reading is taken.
 
         Only the decision is made under the lock: the unloads it starts run outside it, so
         concurrent loads evict in parallel instead of queueing behind each other's unloads.

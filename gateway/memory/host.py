@@ -106,6 +106,15 @@ def group_members(pgid: int, live: bool = False) -> list[int]:
     return members
 
 
+def running(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        state = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split(maxsplit=1)[0]
+    except (OSError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
 def command_name(pid: int) -> str:
     """The process's name (``comm``), "" once it has exited."""
     try:
@@ -244,7 +253,11 @@ class HostMonitor:
         children = _children(root)
         with self._lock:
             known = self._known if self._known.root == root else _Known(root)
-        trees = {pid: known.trees[pid] for pid in children if pid in known.trees}
+        trees = {
+            pid: known.trees[pid]
+            for pid in children
+            if pid in known.trees and (known.models[pid] is None or running(pid))
+        }  # a stub that died is a zombie until reaped, still listed: not one to count
         models = {pid: known.models[pid] for pid in trees}
         for pid in children:
             if pid not in trees:

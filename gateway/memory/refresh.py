@@ -13,7 +13,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from contextlib import suppress
 
 from gateway.background import Background
 from gateway.errors import GatewayError
@@ -38,9 +37,13 @@ class Refresher:
     async def once(self) -> float:
         """Every monitor read in full; the seconds it took."""
         started = time.perf_counter()
-        for monitor in self._monitors.values():
-            with suppress(GatewayError):
+        for kind, monitor in self._monitors.items():
+            try:
                 await monitor.full_snapshot()
+            except GatewayError:
+                pass  # unreadable now (NVML gone away): the next round tries again
+            except Exception:
+                log.exception("%s memory reading failed", kind)
         took = time.perf_counter() - started
         log.debug("memory readings refreshed in %.3f s", took)
         return took

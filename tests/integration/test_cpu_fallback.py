@@ -29,9 +29,14 @@ class FullGpu:
 
     kind = "gpu"
     devices: ClassVar[list[int]] = [0]
+    last: MemorySnapshot | None = None
 
     async def snapshot(self) -> MemorySnapshot:
-        return MemorySnapshot("gpu", (DeviceMemory(0, 16 * GiB, 16 * GiB - 100 * 2**20),))
+        self.last = MemorySnapshot("gpu", (DeviceMemory(0, 16 * GiB, 16 * GiB - 100 * 2**20),))
+        return self.last
+
+    async def full_snapshot(self) -> MemorySnapshot:
+        return await self.snapshot()
 
     async def held_by(self, pids: list[int]) -> int | None:
         return None  # per-process figures are not faked: attribution falls back to deltas

@@ -9,7 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from gateway.memory.host import HostMonitor, NamedProcess, find_process, pids_by_model, pss_bytes
+from gateway.memory.host import (
+    HostMonitor,
+    NamedProcess,
+    find_process,
+    pids_by_model,
+    pss_bytes,
+    running,
+)
 
 
 def test_pids_by_model_finds_each_models_stub_processes(tmp_path: Path):
@@ -140,6 +147,13 @@ def test_host_readings_between_refreshes_read_only_new_processes(tmp_path: Path)
         _end(second)
         assert monitor.read().used <= grown - (8 << 20)  # gone from the listing at once
         assert "second-02" not in monitor._scan().stubs
+        first.kill()  # not reaped yet: a zombie, still among the children
+        for _ in range(100):
+            if not running(first.pid):
+                break
+            time.sleep(0.01)
+        assert Path(f"/proc/{first.pid}").exists()
+        assert "first-01" not in monitor._scan().stubs  # a dead stub is not counted
     finally:
         _end(first)
         if second is not None and second.poll() is None:
