@@ -209,7 +209,7 @@ class MemoryAccountant:
         Triton's processes already made; ``loading``: the model is not in the registry yet."""
         entry = self._registry.get(triton_name)
         kind = kind or (entry.memory_kind if entry else "host")
-        pids = pids if pids is not None else await self._parts.scan()
+        pids = pids if pids is not None else await self._parts.scan(triton_name)
         own = pids.members.get(triton_name)
         if not own or kind not in self.monitors:
             return None

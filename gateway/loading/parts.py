@@ -4,8 +4,9 @@ management API, each of which adds only what is its own to ask for."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from gateway.loading.registry import Registry
 from gateway.memory.base import MemoryMonitor
@@ -14,8 +15,13 @@ from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.triton.client import TritonControl
 
-Scan = Callable[[], Awaitable[Processes]]
-"""Triton model name -> the processes serving it (one scan of Triton's process tree)."""
+
+class Scan(Protocol):
+    """Triton model name -> the processes serving it (one scan of Triton's process tree).
+    ``model``: one whose processes must be walked afresh (it is being measured): whatever
+    they started since they were first seen counts."""
+
+    def __call__(self, model: str = "") -> Awaitable[Processes]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,9 +10,10 @@ tree, and still holds host memory.
 A PSS reading costs the kernel a walk of the process's page tables, so reading every
 process on every cold load would cost more with every model loaded. ``HostMonitor`` keeps
 the last reading of each process: ``refresh`` reads them all (in the background, at a
-bounded rate), and between refreshes a reading lists tritonserver's children afresh (so
-models unloaded since drop out at once) but reads only tritonserver itself and the
-processes that were not there at the last refresh (a model loading now).
+bounded rate), and between refreshes a reading lists tritonserver's children and its
+process group afresh (so models unloaded since drop out, and what they left behind shows, at
+once) but reads only tritonserver itself and the processes it has not read before (a model
+loading now).
 """
 
 from __future__ import annotations
@@ -185,8 +186,6 @@ class _Known:
     """Each child of tritonserver: its own tree (itself first)."""
     models: Mapping[int, str | None] = field(default_factory=dict)
     """Each child of tritonserver: the model it is the stub of, if any."""
-    strays: Sequence[int] = ()
-    """Members of Triton's process group outside its tree (reparented)."""
 
 
 class HostMonitor:
@@ -221,7 +220,7 @@ class HostMonitor:
         strays = sorted(_group_strays(root, in_tree))
         pss = {pid: pss_bytes(pid) for pid in (*in_tree, *strays)}
         with self._lock:
-            self._known = _Known(root, trees, models, strays)
+            self._known = _Known(root, trees, models)
             self._pss = pss
         return self._snapshot(sum(pss.values()))
 
@@ -233,9 +232,12 @@ class HostMonitor:
         known = self._current()
         if not known.root:
             return self._snapshot(0)
-        processes = [known.root, *known.strays]
+        processes = [known.root]
         for below in known.trees.values():
             processes.extend(below)
+        # Processes a stub left behind when it exited (an unload's leftovers) are in the
+        # group, out of the tree: looked for afresh, or an unload would seem to free them.
+        processes.extend(_group_strays(known.root, processes))
         with self._lock:
             unread = [p for p in processes if p not in self._pss]
         fresh = {pid: pss_bytes(pid) for pid in (known.root, *unread)}
@@ -244,9 +246,9 @@ class HostMonitor:
             used = sum(self._pss.get(p, 0) for p in processes)
         return self._snapshot(used)
 
-    def _current(self) -> _Known:
+    def _current(self, model: str = "") -> _Known:
         """The tree now: tritonserver's children listed afresh, a child not seen before
-        walked now (no memory is read here)."""
+        (or a stub of ``model``) walked now (no memory is read here)."""
         root = self._root_pid()
         if not root:
             return _Known()
@@ -263,7 +265,9 @@ class HostMonitor:
             if pid not in trees:
                 trees[pid] = tree(pid)
                 models[pid] = model_of(pid)
-        current = _Known(root, trees, models, known.strays)
+            elif model and models[pid] == model:
+                trees[pid] = tree(pid)  # a stub adds processes as it initializes
+        current = _Known(root, trees, models)
         with self._lock:
             if self._known.root == known.root:  # not replaced by a refresh meanwhile
                 self._known = current
@@ -290,12 +294,13 @@ class HostMonitor:
     async def held_by(self, pids: Sequence[int]) -> int | None:
         return await asyncio.to_thread(self.read_held, pids)
 
-    async def pids_by_model(self) -> Processes:
-        """Processes serving each model (none when Triton's processes are out of sight)."""
-        return await asyncio.to_thread(self._scan)
+    async def pids_by_model(self, model: str = "") -> Processes:
+        """Processes serving each model (none when Triton's processes are out of sight);
+        ``model``'s walked afresh."""
+        return await asyncio.to_thread(self._scan, model)
 
-    def _scan(self) -> Processes:
-        known = self._current()
+    def _scan(self, model: str = "") -> Processes:
+        known = self._current(model)
         return _by_model(known.root, known.trees, known.models) if known.root else Processes()
 
 

@@ -99,7 +99,7 @@ class FakeMonitor:
         names = list(TRUE_SIZE)
         return sum(TRUE_SIZE[names[p]] * self._triton.ready.get(names[p], 0) for p in pids)
 
-    async def pids_by_model(self) -> Processes:
+    async def pids_by_model(self, model: str = "") -> Processes:
         pids = {name: [list(TRUE_SIZE).index(name)] for name in self._triton.ready}
         return Processes(None, pids, pids)
 

@@ -44,7 +44,7 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> FakeNvml:
 
 
 def _accountant(tmp_path: Path, monitor: nvml.NvmlMonitor, triton_name: str) -> MemoryAccountant:
-    async def pids_by_model() -> Processes:
+    async def pids_by_model(model: str = "") -> Processes:
         return Processes(SERVER_PID, {triton_name: [STUB_PID]}, {triton_name: [STUB_PID]})
 
     policy = make_policy("lru")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -90,12 +91,18 @@ def test_named_process_found_followed_across_a_restart_and_never_guessed(tmp_pat
     assert named() is None
 
 
-GROWER = """import sys
-ballast = [b'x' * (8 << 20)]
+GROWER = """import subprocess, sys
+ballast, helpers = [b'x' * (8 << 20)], []
 print('ready', flush=True)
 for line in sys.stdin:
+    if line.startswith('spawn'):
+        helpers.append(subprocess.Popen(['sleep', '60']))
+        print(helpers[-1].pid, flush=True)
+        continue
     ballast.append(bytes([len(ballast)]) * (32 << 20))
     print('grown', flush=True)
+for helper in helpers:
+    helper.kill()
 """
 
 
@@ -132,6 +139,7 @@ def test_host_readings_between_refreshes_read_only_new_processes(tmp_path: Path)
     monitor = HostMonitor(1 << 40, os.getpid)
     first = _stub(tmp_path, "first-01")
     second = None
+    helpers: list[int] = []
     try:
         base = monitor.refresh().used
         assert monitor.last is not None and monitor.last.used == base
@@ -144,6 +152,13 @@ def test_host_readings_between_refreshes_read_only_new_processes(tmp_path: Path)
         grown = monitor.refresh().used
         assert grown >= with_second + (24 << 20)  # the refresh reads its 32 MiB more
         assert monitor.read_held([first.pid]) >= 40 << 20  # a model's own, read now
+        assert first.stdin is not None and first.stdout is not None
+        first.stdin.write(b"spawn\n")
+        first.stdin.flush()
+        helper = int(first.stdout.readline())
+        helpers.append(helper)
+        assert monitor._scan().members["first-01"] == [first.pid]  # as first walked
+        assert helper in monitor._scan("first-01").members["first-01"]  # measured: afresh
         _end(second)
         assert monitor.read().used <= grown - (8 << 20)  # gone from the listing at once
         assert "second-02" not in monitor._scan().stubs
@@ -158,3 +173,5 @@ def test_host_readings_between_refreshes_read_only_new_processes(tmp_path: Path)
         _end(first)
         if second is not None and second.poll() is None:
             _end(second)
+        for pid in helpers:
+            os.kill(pid, signal.SIGKILL)
