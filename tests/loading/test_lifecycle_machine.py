@@ -10,7 +10,7 @@ real ones need a server); after every step the invariants of the lifecycle must 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from gateway.errors import InsufficientMemory, ModelError, ServiceUnavailable
-from gateway.loading.eviction import GDSFPolicy
+from gateway.loading.eviction import GDSFPolicy, Resident
 from gateway.loading.registry import ModelEntry, ModelState, Registry, Residency
 from gateway.resolve import resolve_target
 from gateway.settings import Settings
@@ -54,22 +54,31 @@ class Guarded(Registry):
         return guarded
 
 
-class Heard(GDSFPolicy):
-    """The real policy, keeping what it has been told is resident."""
+class Heard:
+    """The real policy, and what it has been told is resident (a wrapper, not a subclass:
+    the policy may be compiled)."""
+
+    name = "heard"
 
     def __init__(self) -> None:
-        super().__init__()
+        self.policy = GDSFPolicy()
         self.resident: set[str] = set()
 
     def record_load(self, name: str, size: int, load_cost: float) -> None:
         assert name not in self.resident, f"{name} reported loaded twice"
         self.resident.add(name)
-        super().record_load(name, size, load_cost)
+        self.policy.record_load(name, size, load_cost)
+
+    def record_hit(self, name: str) -> None:
+        self.policy.record_hit(name)
 
     def record_evict(self, name: str) -> None:
         assert name in self.resident, f"{name} reported evicted while not resident"
         self.resident.discard(name)
-        super().record_evict(name)
+        self.policy.record_evict(name)
+
+    def choose_victims(self, residents: Sequence[Resident], bytes_needed: int) -> list[str]:
+        return self.policy.choose_victims(residents, bytes_needed)
 
 
 class Lifecycle(RuleBasedStateMachine):
