@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import math
 import re
 import shutil
 import statistics
@@ -38,6 +39,7 @@ BODY = json.dumps(
 ).encode()
 READY = re.compile(
     r"model (scale_\d+) ready in ([0-9.]+) s \(fetch ([0-9.]+) s, triton ([0-9.]+) s"
+    r"(?:, room ([0-9.]+) s, measure ([0-9.]+) s)?"
 )
 
 
@@ -46,6 +48,8 @@ class Row:
     loaded: int
     share_ms: float
     fetch_ms: float
+    room_ms: float
+    measure_ms: float
     triton_ms: float
     metrics_ms: float
     rss_mib: float
@@ -98,10 +102,11 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _loads(gateway: Gateway) -> dict[str, tuple[float, float, float]]:
-    """Per model: (ready in, fetch, triton) seconds, from the gateway's log."""
+def _loads(gateway: Gateway) -> dict[str, tuple[float, ...]]:
+    """Per model: (ready in, fetch, triton, room, measure) seconds, from the gateway's log
+    (room and measure NaN where the log line does not say them)."""
     return {
-        m.group(1): (float(m.group(2)), float(m.group(3)), float(m.group(4)))
+        m.group(1): tuple(float(g) if g else math.nan for g in m.groups()[1:])
         for m in READY.finditer(gateway.log())
     }
 
@@ -131,12 +136,14 @@ def run(counts: list[int]) -> list[Row]:
                 time.sleep(0.5)  # the log line is flushed
                 found = _loads(gateway)
                 measured = [found[f"scale_{i:03d}"] for i in probes]
-                share = statistics.median((r - t) * 1000 for r, _, t in measured)
+                share = statistics.median((m[0] - m[2]) * 1000 for m in measured)
                 row = Row(
                     loaded=count,
                     share_ms=share,
-                    fetch_ms=statistics.median(f * 1000 for _, f, _ in measured),
-                    triton_ms=statistics.median(t * 1000 for _, _, t in measured),
+                    fetch_ms=statistics.median(m[1] * 1000 for m in measured),
+                    room_ms=statistics.median(m[3] * 1000 for m in measured),
+                    measure_ms=statistics.median(m[4] * 1000 for m in measured),
+                    triton_ms=statistics.median(m[2] * 1000 for m in measured),
                     metrics_ms=_scrape_ms(gateway),
                     rss_mib=_rss_mib(gateway.proc.pid),
                 )
@@ -149,7 +156,8 @@ def run(counts: list[int]) -> list[Row]:
 
 def _format(row: Row) -> str:
     return (
-        f"| {row.loaded} | {row.share_ms:.1f} | {row.fetch_ms:.1f} | {row.triton_ms:.0f} "
+        f"| {row.loaded} | {row.share_ms:.1f} | {row.fetch_ms:.1f} | {row.room_ms:.1f} "
+        f"| {row.measure_ms:.1f} | {row.triton_ms:.0f} "
         f"| {row.metrics_ms:.1f} | {row.rss_mib:.0f} |"
     )
 
@@ -160,8 +168,9 @@ def main() -> None:
     args = parser.parse_args()
     counts = sorted(int(c) for c in args.counts.split(","))
     print("| models loaded | gateway's share of a cold load (ms) | of it, fetch (ms) "
-          "| Triton's load_model (ms) | /metrics (ms) | gateway RSS (MiB) |")  # fmt: skip
-    print("|---:|---:|---:|---:|---:|---:|")
+          "| making room (ms) | measuring (ms) | Triton's load_model (ms) | /metrics (ms) "
+          "| gateway RSS (MiB) |")  # fmt: skip
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
     rows = run(counts)
     first, last = rows[0], rows[-1]
     per_model = (last.rss_mib - first.rss_mib) / max(last.loaded - first.loaded, 1) * 1024

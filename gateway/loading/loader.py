@@ -196,12 +196,14 @@ class Loader:
         self._still_tracked(entry)
         self._registry.became_ready(entry, loaded)
         log.info(
-            "model %s ready in %.3f s (fetch %.3f s, triton %.3f s, %d bytes on disk; "
-            "%s memory %d MiB, %d instance(s))",
+            "model %s ready in %.3f s (fetch %.3f s, triton %.3f s, room %.3f s, "
+            "measure %.3f s, %d bytes on disk; %s memory %d MiB, %d instance(s))",
             ref.name,
             loaded.load_seconds,
             fetch_seconds,
             loaded.triton_seconds,
+            loaded.room_seconds,
+            loaded.settle_seconds,
             materialized.bytes,
             loaded.memory_kind,
             loaded.memory_bytes >> 20,
@@ -220,7 +222,9 @@ class Loader:
         for attempt in range(1, LOAD_ATTEMPTS + 1):
             need = self._accountant.need(name, entry.disk_bytes, view.memory_bytes)
             own = view.python_backend and kind == "host"  # PSS of its stubs: no delta needed
+            asked = time.perf_counter()
             async with self._accountant.room_for(ref, kind, need, own) as reservation:
+                room_seconds = time.perf_counter() - asked
                 try:
                     async with self._slots:
                         load_started = time.perf_counter()
@@ -235,7 +239,9 @@ class Loader:
                 triton_seconds = time.perf_counter() - load_started
                 self._metrics.loading.observe(triton_seconds)
                 try:
+                    settled = time.perf_counter()
                     memory = await self._accountant.settle(ref, reservation)
+                    settle_seconds = time.perf_counter() - settled
                     inputs, outputs, batch = await self._describe(name, view)
                 except BaseException:
                     await self._unload_quietly(name)
@@ -253,6 +259,8 @@ class Loader:
                 max_instances=maximum if self._settings.autoscale else view.instances,
                 config_json=config or view.config_json,
                 triton_seconds=triton_seconds,
+                room_seconds=room_seconds,
+                settle_seconds=settle_seconds,
             )
         raise AssertionError("unreachable: the last attempt returns or raises")
 

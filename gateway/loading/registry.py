@@ -265,7 +265,11 @@ class Loaded:
     config_json: str
     triton_seconds: float = 0.0
     """Of ``load_seconds``, what Triton's own load_model took (the rest is the gateway's:
-    fetching, waiting for room, measuring)."""
+    fetching, making room, measuring)."""
+    room_seconds: float = 0.0
+    """Of the gateway's share, making room: reading memory, evicting if it must."""
+    settle_seconds: float = 0.0
+    """Of the gateway's share, measuring the footprint and holding the budget after it."""
 
 
 def loaded_from(view: ModelView, **fields: Any) -> Loaded:

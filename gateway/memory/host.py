@@ -10,10 +10,11 @@ tree, and still holds host memory.
 A PSS reading costs the kernel a walk of the process's page tables, so reading every
 process on every cold load would cost more with every model loaded. ``HostMonitor`` keeps
 the last reading of each process: ``refresh`` reads them all (in the background, at a
-bounded rate), and between refreshes a reading lists tritonserver's children and its
-process group afresh (so models unloaded since drop out, and what they left behind shows, at
-once) but reads only tritonserver itself and the processes it has not read before (a model
-loading now).
+bounded rate), and between refreshes a reading lists tritonserver's children afresh (so
+models unloaded since drop out at once), looks through its process group again once a child
+has gone (what an exited stub left behind shows at once), and reads only tritonserver itself
+(at most every SERVER_READING_S) and the processes it has not read before (a model loading
+now).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +30,9 @@ from pathlib import Path
 from gateway.memory.base import DeviceMemory, MemorySnapshot
 
 PROC = Path("/proc")
+SERVER_READING_S = 0.5
+"""tritonserver's PSS is read again by a reading at most this long after the last (it maps
+every stub's shared memory, so one reading of it costs more with every model loaded)."""
 
 
 def _children(pid: int) -> list[int]:
@@ -186,6 +191,9 @@ class _Known:
     """Each child of tritonserver: its own tree (itself first)."""
     models: Mapping[int, str | None] = field(default_factory=dict)
     """Each child of tritonserver: the model it is the stub of, if any."""
+    strays: Sequence[int] | None = None
+    """Members of Triton's process group outside its tree (what exited stubs left); None:
+    to be looked for again (a child has gone since they were)."""
 
 
 class HostMonitor:
@@ -200,6 +208,8 @@ class HostMonitor:
         self._known = _Known()
         self._pss: dict[int, int] = {}
         """The last PSS reading of each process in sight."""
+        self._server_read = (0, 0.0)
+        """(tritonserver's pid, when its PSS was last read)."""
         self.last: MemorySnapshot | None = None
         """The latest reading, whoever took it: what /metrics serves."""
 
@@ -220,8 +230,9 @@ class HostMonitor:
         strays = sorted(_group_strays(root, in_tree))
         pss = {pid: pss_bytes(pid) for pid in (*in_tree, *strays)}
         with self._lock:
-            self._known = _Known(root, trees, models)
+            self._known = _Known(root, trees, models, strays)
             self._pss = pss
+            self._server_read = (root, time.monotonic())
         return self._snapshot(sum(pss.values()))
 
     # incremental readings (a cold load's)
@@ -235,14 +246,25 @@ class HostMonitor:
         processes = [known.root]
         for below in known.trees.values():
             processes.extend(below)
-        # Processes a stub left behind when it exited (an unload's leftovers) are in the
-        # group, out of the tree: looked for afresh, or an unload would seem to free them.
-        processes.extend(_group_strays(known.root, processes))
+        strays = known.strays
+        if strays is None:
+            # Processes a stub left behind when it exited (an unload's leftovers) are in the
+            # group, out of the tree: looked for again, or an unload would seem to free them.
+            strays = sorted(_group_strays(known.root, processes))
+            with self._lock:
+                if self._known.root == known.root:
+                    self._known = _Known(known.root, known.trees, known.models, strays)
+        processes.extend(strays)
         with self._lock:
             unread = [p for p in processes if p not in self._pss]
-        fresh = {pid: pss_bytes(pid) for pid in (known.root, *unread)}
+            server, read_at = self._server_read
+        if server != known.root or time.monotonic() - read_at > SERVER_READING_S:
+            unread.append(known.root)
+        fresh = {pid: pss_bytes(pid) for pid in unread}
         with self._lock:
             self._pss.update(fresh)
+            if known.root in fresh:
+                self._server_read = (known.root, time.monotonic())
             used = sum(self._pss.get(p, 0) for p in processes)
         return self._snapshot(used)
 
@@ -267,7 +289,8 @@ class HostMonitor:
                 models[pid] = model_of(pid)
             elif model and models[pid] == model:
                 trees[pid] = tree(pid)  # a stub adds processes as it initializes
-        current = _Known(root, trees, models)
+        gone = len(trees) < len(known.trees) or any(p not in trees for p in known.trees)
+        current = _Known(root, trees, models, None if gone else known.strays)
         with self._lock:
             if self._known.root == known.root:  # not replaced by a refresh meanwhile
                 self._known = current
@@ -286,10 +309,16 @@ class HostMonitor:
 
     def read_held(self, pids: Sequence[int]) -> int:
         """Blocking: these processes' PSS, read now (and kept)."""
-        fresh = {pid: pss_bytes(pid) for pid in pids}
+        with self._lock:
+            server, read_at = self._server_read
+            recent = time.monotonic() - read_at <= SERVER_READING_S
+            kept = {server: self._pss[server]} if recent and server in self._pss else {}
+        fresh = {pid: pss_bytes(pid) for pid in pids if pid not in kept}
         with self._lock:
             self._pss.update(fresh)
-        return sum(fresh.values())
+            if server in fresh:
+                self._server_read = (server, time.monotonic())
+        return sum(fresh.values()) + sum(v for p, v in kept.items() if p in pids)
 
     async def held_by(self, pids: Sequence[int]) -> int | None:
         return await asyncio.to_thread(self.read_held, pids)
