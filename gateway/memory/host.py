@@ -10,20 +10,18 @@ tree, and still holds host memory.
 A PSS reading costs the kernel a walk of the process's page tables, so reading every
 process on every cold load would cost more with every model loaded. ``HostMonitor`` keeps
 the last reading of each process: ``refresh`` reads them all (in the background, at a
-bounded rate), and between refreshes a reading lists tritonserver's children afresh (so
-models unloaded since drop out at once), looks through its process group again once a child
-has gone (what an exited stub left behind shows at once), and reads only tritonserver itself
-(at most every SERVER_READING_S) and the processes it has not read before (a model loading
-now).
+bounded rate), and between refreshes a reading lists tritonserver's children and process
+group afresh in one pass over /proc (so models unloaded since drop out, and what their stubs
+left behind shows, at once), and reads only tritonserver itself (at most every
+SERVER_READING_S) and the processes it has not read before (a model loading now).
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,6 +92,25 @@ def _by_model(
             stubs.setdefault(model, []).append(pid)
             members.setdefault(model, []).extend(below)
     return Processes(root, stubs, members)
+
+
+def children_and_group(root: int) -> tuple[list[int], list[int]]:
+    """(children of ``root``, members of the process group it leads): one pass over /proc.
+    tritonserver runs dozens of threads per model loaded, so listing its children through
+    each thread's ``children`` file costs far more than reading every process's stat."""
+    children, group = [], []
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited meanwhile
+        if int(fields[1]) == root:
+            children.append(int(entry.name))
+        if int(fields[2]) == root:
+            group.append(int(entry.name))
+    return children, group
 
 
 def group_members(pgid: int, live: bool = False) -> list[int]:
@@ -191,9 +208,8 @@ class _Known:
     """Each child of tritonserver: its own tree (itself first)."""
     models: Mapping[int, str | None] = field(default_factory=dict)
     """Each child of tritonserver: the model it is the stub of, if any."""
-    strays: Sequence[int] | None = None
-    """Members of Triton's process group outside its tree (what exited stubs left); None:
-    to be looked for again (a child has gone since they were)."""
+    strays: Sequence[int] = ()
+    """Members of Triton's process group outside its tree (what exited stubs left)."""
 
 
 class HostMonitor:
@@ -220,14 +236,15 @@ class HostMonitor:
         root = self._root_pid()
         if not root:
             return self._snapshot(0)
-        trees = {pid: tree(pid) for pid in _children(root)}
+        children, group = children_and_group(root)
+        trees = {pid: tree(pid) for pid in children}
         with self._lock:
             models = {pid: self._known.models.get(pid) for pid in trees}
         for pid, model in models.items():
             if model is None:
                 models[pid] = model_of(pid)
         in_tree = {root}.union(*trees.values())
-        strays = sorted(_group_strays(root, in_tree))
+        strays = sorted(set(group) - in_tree)
         pss = {pid: pss_bytes(pid) for pid in (*in_tree, *strays)}
         with self._lock:
             self._known = _Known(root, trees, models, strays)
@@ -246,15 +263,9 @@ class HostMonitor:
         processes = [known.root]
         for below in known.trees.values():
             processes.extend(below)
-        strays = known.strays
-        if strays is None:
-            # Processes a stub left behind when it exited (an unload's leftovers) are in the
-            # group, out of the tree: looked for again, or an unload would seem to free them.
-            strays = sorted(_group_strays(known.root, processes))
-            with self._lock:
-                if self._known.root == known.root:
-                    self._known = _Known(known.root, known.trees, known.models, strays)
-        processes.extend(strays)
+        # Processes a stub left behind when it exited (an unload's leftovers) are in the
+        # group, out of the tree: found with the children, or an unload would seem to free them.
+        processes.extend(known.strays or ())
         with self._lock:
             unread = [p for p in processes if p not in self._pss]
             server, read_at = self._server_read
@@ -274,7 +285,7 @@ class HostMonitor:
         root = self._root_pid()
         if not root:
             return _Known()
-        children = _children(root)
+        children, group = children_and_group(root)
         with self._lock:
             known = self._known if self._known.root == root else _Known(root)
         trees = {
@@ -289,8 +300,8 @@ class HostMonitor:
                 models[pid] = model_of(pid)
             elif model and models[pid] == model:
                 trees[pid] = tree(pid)  # a stub adds processes as it initializes
-        gone = len(trees) < len(known.trees) or any(p not in trees for p in known.trees)
-        current = _Known(root, trees, models, None if gone else known.strays)
+        in_tree = {root}.union(*trees.values())
+        current = _Known(root, trees, models, sorted(set(group) - in_tree))
         with self._lock:
             if self._known.root == known.root:  # not replaced by a refresh meanwhile
                 self._known = current
@@ -331,12 +342,3 @@ class HostMonitor:
     def _scan(self, model: str = "") -> Processes:
         known = self._current(model)
         return _by_model(known.root, known.trees, known.models) if known.root else Processes()
-
-
-def _group_strays(root: int, in_tree: Iterable[int]) -> set[int]:
-    """Members of the process group tritonserver leads that are outside its tree."""
-    try:
-        leads = os.getpgid(root) == root
-    except OSError:
-        return set()
-    return set(group_members(root)) - set(in_tree) if leads else set()
