@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -94,11 +94,8 @@ def _by_model(
     return Processes(root, stubs, members)
 
 
-def children_and_group(root: int) -> tuple[list[int], list[int]]:
-    """(children of ``root``, members of the process group it leads): one pass over /proc.
-    tritonserver runs dozens of threads per model loaded, so listing its children through
-    each thread's ``children`` file costs far more than reading every process's stat."""
-    children, group = [], []
+def _stats() -> Iterator[tuple[int, str, int, int]]:
+    """(pid, state, ppid, pgid) of every process in sight: one pass over /proc."""
     for entry in PROC.iterdir():
         if not entry.name.isdigit():
             continue
@@ -106,36 +103,27 @@ def children_and_group(root: int) -> tuple[list[int], list[int]]:
             fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except (OSError, IndexError):
             continue  # exited meanwhile
-        if int(fields[1]) == root:
-            children.append(int(entry.name))
-        if int(fields[2]) == root:
-            group.append(int(entry.name))
+        yield int(entry.name), fields[0], int(fields[1]), int(fields[2])
+
+
+def children_and_group(root: int) -> tuple[list[int], list[int]]:
+    """(live children of ``root``, members of the process group it leads), in one pass.
+    tritonserver runs dozens of threads per model loaded, so listing its children through
+    each thread's ``children`` file costs far more than reading every process's stat. A
+    stub that died is a zombie until reaped: not a child that serves anything."""
+    children, group = [], []
+    for pid, state, ppid, pgid in _stats():
+        if ppid == root and state not in ("Z", "X"):
+            children.append(pid)
+        if pgid == root:
+            group.append(pid)
     return children, group
 
 
 def group_members(pgid: int, live: bool = False) -> list[int]:
     """Processes in the process group ``pgid`` (one pass over /proc); ``live``: zombies
     left out."""
-    members = []
-    for entry in PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # exited meanwhile
-        if int(fields[2]) == pgid and not (live and fields[0] == "Z"):
-            members.append(int(entry.name))
-    return members
-
-
-def running(pid: int) -> bool:
-    """The process exists and is not a zombie."""
-    try:
-        state = (PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split(maxsplit=1)[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    return [p for p, state, _, group in _stats() if group == pgid and not (live and state == "Z")]
 
 
 def command_name(pid: int) -> str:
@@ -288,11 +276,7 @@ class HostMonitor:
         children, group = children_and_group(root)
         with self._lock:
             known = self._known if self._known.root == root else _Known(root)
-        trees = {
-            pid: known.trees[pid]
-            for pid in children
-            if pid in known.trees and (known.models[pid] is None or running(pid))
-        }  # a stub that died is a zombie until reaped, still listed: not one to count
+        trees = {pid: known.trees[pid] for pid in children if pid in known.trees}
         models = {pid: known.models[pid] for pid in trees}
         for pid in children:
             if pid not in trees:

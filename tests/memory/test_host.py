@@ -16,7 +16,6 @@ from gateway.memory.host import (
     find_process,
     pids_by_model,
     pss_bytes,
-    running,
 )
 
 
@@ -117,6 +116,11 @@ def _stub(folder: Path, name: str) -> subprocess.Popen[bytes]:
     return stub
 
 
+def _zombie(pid: int) -> bool:
+    state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    return state == "Z"
+
+
 def _grow(stub: subprocess.Popen[bytes]) -> None:
     assert stub.stdin is not None and stub.stdout is not None
     stub.stdin.write(b"grow\n")
@@ -164,7 +168,7 @@ def test_host_readings_between_refreshes_read_only_new_processes(tmp_path: Path)
         assert "second-02" not in monitor._scan().stubs
         first.kill()  # not reaped yet: a zombie, still among the children
         for _ in range(100):
-            if not running(first.pid):
+            if _zombie(first.pid):
                 break
             time.sleep(0.01)
         assert Path(f"/proc/{first.pid}").exists()
