@@ -5,6 +5,8 @@ forwards each request on a fresh upstream connection and, on demand, answers the
 requests with a 5xx (S3's XML error body), cuts the next response bodies after some bytes
 (closing the client's connection mid-body), or throttles responses whose path matches.
 One thread per client connection; ``stop`` closes every socket it opened.
+
+Relay: a plain byte relay for any TCP service, which can be cut off and mended.
 """
 
 from __future__ import annotations
@@ -260,3 +262,83 @@ def _s3_error(status: int, path: str) -> bytes:
 def _close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.close()
+
+
+class Relay:
+    """A byte relay on 127.0.0.1 in front of any TCP service (a gRPC port). ``cut()`` closes
+    every connection through it and closes each new one at once, as a peer that is
+    unreachable does; ``mend()`` lets them through again."""
+
+    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+        self.upstream = (upstream_host, upstream_port)
+        self._lock = threading.Lock()
+        self._sockets: set[socket.socket] = set()
+        self._cut = False
+        relay = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                relay._serve_connection(self.request)
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.port: int = self._server.server_address[1]
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    def start(self) -> Relay:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self.cut()
+        self._thread.join(10)
+
+    def cut(self) -> None:
+        with self._lock:
+            self._cut = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            _close(sock)
+
+    def mend(self) -> None:
+        with self._lock:
+            self._cut = False
+
+    def _serve_connection(self, client: socket.socket) -> None:
+        with self._lock:
+            if self._cut:
+                _close(client)
+                return
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=10)
+        except OSError:
+            _close(client)
+            return
+        upstream.settimeout(None)
+        with self._lock:
+            self._sockets.update((client, upstream))
+        back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+        back.start()
+        _pump(client, upstream)
+        back.join()
+        with self._lock:
+            self._sockets.difference_update((client, upstream))
+        _close(client)
+        _close(upstream)
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Copy until either side closes; then shut the other down so its pump ends too."""
+    with contextlib.suppress(OSError):
+        while data := source.recv(_CHUNK):
+            sink.sendall(data)
+    for sock in (source, sink):
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)

@@ -55,6 +55,7 @@ STUB_AIM_S = 10.0
 KILL_AIM_S = 10.0
 HANG_MARGIN_S = 10.0
 ENOSPC_AIM_S = 30.0
+DISK_FAULT_ATTEMPTS = 3
 """After a full disk: answered 507, nothing left behind, and the model loads once there is room."""
 CLIENT_TIMEOUT_S = 60.0
 BUCKET, PREFIX = "models", "soak/"
@@ -402,14 +403,31 @@ class Soak:
 
     def disk_fault(self, fault: Fault) -> None:
         """Fill the repository's filesystem, ask for a model never loaded: 507 and nothing
-        left behind; then free the space and wait for that model to load."""
+        left behind; then free the space and wait for that model to load.
+
+        Other clients' downloads that fail for want of space give theirs back as they are
+        removed, so the probe's own download may find room after all (answered 200: the
+        fault never reached it). Then it is injected again, with another new model."""
         if self.models_fs is None:
             fault.note = "not run (mounting a tmpfs is not allowed here)"
             return
+        fault.injected = time.monotonic()
+        for attempt in range(1, DISK_FAULT_ATTEMPTS + 1):
+            model, status, leftovers = self.fill_and_probe()
+            fault.answered = f"{status}, {leftovers} of its download left in .incoming"
+            if attempt > 1:
+                fault.answered += f" (attempt {attempt}: the earlier ones found room)"
+            if status != 200:
+                break
+        if status == 507 and not leftovers and self.wait(lambda: self.healthy(model), 60):
+            fault.recovered_s = time.monotonic() - fault.injected
+
+    def fill_and_probe(self) -> tuple[int, int, int]:
+        """(model asked for, its status, files of its download left) with the disk full."""
+        assert self.models_fs is not None
         model = self.next_cold
         self.next_cold += 1
         filler = self.models_fs / "filler"
-        fault.injected = time.monotonic()
         # Until the filesystem is full (ENOSPC); then again in small writes after a pause,
         # for the room other clients' failed downloads give back as they are removed.
         for chunk, pause in ((1 << 20, 0.3), (4096, 0.0)):
@@ -423,11 +441,9 @@ class Soak:
         from gateway.resolve import resolve_target
 
         prefix = resolve_target(f"m{model}.tar.gz").triton_name + "-"
-        leftovers = list((self.models_fs / ".incoming").glob(prefix + "*"))
+        leftovers = len(list((self.models_fs / ".incoming").glob(prefix + "*")))
         filler.unlink()
-        fault.answered = f"{status}, {len(leftovers)} of its download left in .incoming"
-        if status == 507 and not leftovers and self.wait(lambda: self.healthy(model), 60):
-            fault.recovered_s = time.monotonic() - fault.injected
+        return model, status, leftovers
 
 
 def schedule(config: Config) -> list[Fault]:

@@ -24,7 +24,7 @@ from contextlib import suppress
 import orjson
 
 from gateway.background import Background
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.loading.accountant import MemoryAccountant
 from gateway.loading.autoscale import limits
 from gateway.loading.labels import read_label
@@ -37,6 +37,7 @@ from gateway.store.cache import tree_bytes
 from gateway.triton.repository import read_view
 
 STUB_EXIT_WAITS_S = (0.0, 0.05, 0.1, 0.2)
+CONFIRM_WAITS_S = (0.0, 0.3, 0.6, 0.9)  # the control channel reconnects within 1 s
 
 log = logging.getLogger(__name__)
 
@@ -103,16 +104,35 @@ class Reconciler:
             log.exception("reconciliation failed")
 
     async def confirm_gone(self, entry: ModelEntry) -> bool:
-        """Triton answered as if it lacked the model: ask it. True if it was forgotten."""
+        """Triton answered as if it lacked the model: ask it. True if it is gone (forgotten
+        now, or already by another request or pass): the request is then tried once more."""
         name = entry.ref.triton_name
+        if self._registry.get(name) is not entry:
+            return True
         try:
-            ready = await self._control.model_ready(name)
+            if await self._ask_ready(entry):
+                return False
+        except ServiceUnavailable:
+            raise
         except GatewayError:
-            return False  # Triton itself is in trouble: the supervisor deals with that
-        if ready or entry.state is not ModelState.READY:
-            return False
-        self._forget(entry)
+            return False  # Triton's answer stands
+        if self._registry.get(name) is entry and entry.state is ModelState.READY:
+            self._forget(entry)
         return True
+
+    async def _ask_ready(self, entry: ModelEntry) -> bool:
+        """Triton's word on the model. Its HTTP side has just answered, so a control channel
+        that cannot reach it is still waiting out its reconnect backoff (a restarted Triton):
+        asked again for a little longer than that backoff, then the request is told to retry
+        rather than given Triton's "unknown model" for a model it may well hold."""
+        for pause in CONFIRM_WAITS_S:
+            await asyncio.sleep(pause)
+            with suppress(ServiceUnavailable):
+                return await self._control.model_ready(entry.ref.triton_name)
+        raise ServiceUnavailable(
+            f"Triton answered as if it lacked model '{entry.ref.shown}' and could not be asked "
+            "whether it does: retry the request."
+        )
 
     async def stub_died(self, entry: ModelEntry, evidence: str) -> bool:
         """Triton answered that a process of the model died. True when the model is now

@@ -214,6 +214,60 @@ def test_external_triton_down_is_service_unavailable_then_recovers(tmp_path, s3_
         triton.stop()
 
 
+def test_model_gone_while_control_channel_is_cut_is_retry_then_reloaded(
+    tmp_path, s3_store, s3_endpoint
+):
+    """Triton answers "unknown model" for a model the gateway holds READY (unloaded behind its
+    back) while its gRPC control port cannot be reached (a restarted Triton's channel still
+    reconnecting): the client is told to retry (503), not given Triton's 400; once the channel
+    is back the model is confirmed gone and reloaded."""
+    from gateway.resolve import resolve_target
+    from tests.conftest import AWS_ENV
+    from tests.faultproxy import Relay
+
+    repository = tmp_path / "repository"
+    triton = StandaloneTriton(repository, tmp_path / "runtime").start()
+    relay = Relay("127.0.0.1", triton.grpc_port).start()
+    gateway = Gateway(store=s3_store, cache_dir=tmp_path / "cache")
+    gateway.env = {**AWS_ENV, "AWS_ENDPOINT_URL_S3": s3_endpoint}
+    gateway.args = [
+        "--triton-url", f"http://127.0.0.1:{triton.http_port}",
+        "--triton-grpc-port", str(relay.port),
+        "--triton-model-repository", str(repository),
+    ]  # fmt: skip
+    gateway.start()
+    try:
+        _assert_healthy(gateway)
+        relay.cut()
+        name = resolve_target("add_one.tar.gz").triton_name
+        triton_url = f"http://127.0.0.1:{triton.http_port}"
+        unload = urllib.request.Request(
+            f"{triton_url}/v2/repository/models/{name}/unload", data=b"{}", method="POST"
+        )
+        urllib.request.urlopen(unload, timeout=30).close()
+        _wait_for(lambda: _status(f"{triton_url}/v2/models/{name}/ready") == 400)
+        client = runtime_client(gateway)
+        with pytest.raises(client.exceptions.ServiceUnavailable, match="retry"):
+            client.invoke_endpoint(
+                EndpointName="e", TargetModel="add_one.tar.gz", ContentType="application/json",
+                Body=GOOD,
+            )  # fmt: skip
+        relay.mend()
+        _assert_healthy(gateway)
+    finally:
+        gateway.stop()
+        relay.stop()
+        triton.stop()
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def _wait_for(condition, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
