@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -159,14 +160,19 @@ class StandaloneTriton:
             f"--metrics-port={self.metrics_port}", "--exit-timeout-secs=3",
         ]  # fmt: skip
         self.proc = subprocess.Popen(
-            cmd, env=runtime.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            cmd,
+            env=runtime.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its group: the stubs too, which outlive a killed server
         )
         wait_http(f"http://127.0.0.1:{self.http_port}/v2/health/ready", timeout, self.proc)
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
 
 
