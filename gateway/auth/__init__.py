@@ -1,7 +1,8 @@
 """Access control (``--auth-file``): SigV4 or bearer credentials, and model patterns.
 
-``principals`` is the policy (the file, the patterns), ``sigv4`` the botocore adapter that
-verifies signatures, ``gate`` the one check the routes call.
+``principals`` is the policy (the file, the patterns), ``sigv4`` verifies signatures (with
+``canonical``, the botocore adapter, building what they sign), ``gate`` the one check the
+routes call.
 """
 
 from gateway.auth.gate import Authorizer

@@ -1,12 +1,10 @@
-"""AWS Signature Version 4 verification, on botocore's own canonicalisation.
+"""AWS Signature Version 4 verification.
 
-The adapter for botocore: its types stay in this module. A received request is rebuilt as
-an ``AWSRequest`` and botocore's ``SigV4Auth`` computes the canonical request, the string
-to sign and the signature from it, exactly as it does when boto3 or the AWS CLI sign, so
-the two sides cannot drift. Three things differ from signing: only the headers the client
-listed in ``SignedHeaders`` are canonicalised (with their received values), the payload
-hash is computed once here and checked against ``x-amz-content-sha256`` when sent, and the
-derived signing key is cached per (secret, date, region, service).
+A received request is checked as its signer would have signed it: the claimed credential
+scope and time, the payload hash (computed once here, checked against
+``x-amz-content-sha256`` when sent), then the string to sign, built by botocore's own
+canonicalisation (``auth/canonical.py``, the adapter), and the signature over it with the
+derived signing key, cached per (secret, date, region, service).
 """
 
 from __future__ import annotations
@@ -20,9 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-
+from gateway.auth.canonical import SignedHeaders, hex_signature, sign, string_to_sign
 from gateway.errors import InvalidSignature
 
 ALGORITHM = "AWS4-HMAC-SHA256"
@@ -97,42 +93,6 @@ class SigningKeys:
         return found
 
 
-class _Signed(dict[str, str]):
-    """The client's signed headers, in the shape ``SigV4Auth.canonical_headers`` reads."""
-
-    def get_all(self, name: str) -> list[str]:
-        return [self[name]]
-
-
-class _ReceivedRequest(SigV4Auth):  # type: ignore[misc]  # botocore is untyped
-    """botocore's signer pointed at a received request."""
-
-    def __init__(
-        self,
-        credential: Credential,
-        secret: str,
-        signed: _Signed,
-        payload_hash: str,
-        keys: SigningKeys,
-    ) -> None:
-        super().__init__(None, credential.service, credential.region)
-        self._secret = secret
-        self._names = signed
-        self._payload_hash = payload_hash
-        self._keys = keys
-
-    def headers_to_sign(self, request: AWSRequest) -> _Signed:
-        return self._names
-
-    def payload(self, request: AWSRequest) -> str:
-        return self._payload_hash
-
-    def signature(self, string_to_sign: str, request: AWSRequest) -> str:
-        date = request.context["timestamp"][0:8]
-        key = self._keys.get(self._secret, date, self._region_name, self._service_name, self._sign)
-        return str(self._sign(key, string_to_sign, hex=True))
-
-
 @functools.lru_cache(maxsize=1024)  # requests signed in the same second share their stamp
 def _epoch(stamp: str) -> int:
     return calendar.timegm(
@@ -164,22 +124,22 @@ class SigV4Verifier:
         ``headers`` have lower-cased names."""
         stamp = self._check_scope(credential, headers)
         payload_hash = _payload_hash(headers, body)
-        signed = _Signed()
+        signed = SignedHeaders()
         for name in credential.signed_headers:
             value = headers.get(name)
             if value is None:
                 raise InvalidSignature(f"Signed header '{name}' is missing from the request.")
             signed[name] = value
-        # The headers reach botocore through headers_to_sign; of the request's own it reads
-        # only x-amz-content-sha256 (already checked against the body).
-        request = AWSRequest(method=method, url=f"http://{headers['host']}{url}")
-        request.context["timestamp"] = stamp
-        signer = _ReceivedRequest(credential, secret, signed, payload_hash, self._keys)
+        region = credential.region
         try:
-            string_to_sign = signer.string_to_sign(request, signer.canonical_request(request))
+            string = string_to_sign(
+                method, f"http://{headers['host']}{url}", signed, payload_hash, stamp, region,
+                SERVICE,
+            )  # fmt: skip
         except ValueError:  # urlsplit on a Host or target it cannot take apart
             raise InvalidSignature("The request's host or path cannot be canonicalised.") from None
-        expected = signer.signature(string_to_sign, request)
+        key = self._keys.get(secret, credential.date, region, SERVICE, sign)
+        expected = hex_signature(key, string)
         sent = credential.signature
         if not (sent.isascii() and hmac.compare_digest(expected, sent)):
             raise InvalidSignature(
