@@ -15,6 +15,7 @@ import contextlib
 import socket
 import socketserver
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _HEAD_LIMIT = 64 * 1024
@@ -77,17 +78,7 @@ class FaultProxy:
         self._sockets: set[socket.socket] = set()
         self.requests = 0
         """Requests received, faults included."""
-        proxy = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                proxy._serve_connection(self.request)
-
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self._server = Server(("127.0.0.1", 0), Handler)
+        self._server = _server(self._serve_connection)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -259,6 +250,20 @@ def _s3_error(status: int, path: str) -> bytes:
     return head + body
 
 
+def _server(serve: Callable[[socket.socket], None]) -> socketserver.ThreadingTCPServer:
+    """A listener on a free loopback port, one daemon thread per connection."""
+
+    class Handler(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            serve(self.request)
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+        allow_reuse_address = True
+
+    return Server(("127.0.0.1", 0), Handler)
+
+
 def _close(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.close()
@@ -274,17 +279,7 @@ class Relay:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._cut = False
-        relay = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                relay._serve_connection(self.request)
-
-        class Server(socketserver.ThreadingTCPServer):
-            daemon_threads = True
-            allow_reuse_address = True
-
-        self._server = Server(("127.0.0.1", 0), Handler)
+        self._server = _server(self._serve_connection)
         self.port: int = self._server.server_address[1]
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -178,20 +179,26 @@ def test_embedded_triton_is_restarted_after_a_crash(tmp_path, s3_store, s3_endpo
         gateway.stop()
 
 
-def test_external_triton_down_is_service_unavailable_then_recovers(tmp_path, s3_store, s3_endpoint):
-    """With --triton-url nobody restarts Triton: while it is down, requests get 503."""
+def _beside(
+    triton: StandaloneTriton, grpc_port: int, tmp_path: Path, s3_store: str, s3_endpoint: str
+) -> Gateway:
+    """A gateway started in front of an external Triton (its gRPC reached at ``grpc_port``)."""
     from tests.conftest import AWS_ENV
 
-    repository = tmp_path / "repository"
-    triton = StandaloneTriton(repository, tmp_path / "runtime").start()
     gateway = Gateway(store=s3_store, cache_dir=tmp_path / "cache")
     gateway.env = {**AWS_ENV, "AWS_ENDPOINT_URL_S3": s3_endpoint}
     gateway.args = [
         "--triton-url", f"http://127.0.0.1:{triton.http_port}",
-        "--triton-grpc-port", str(triton.grpc_port),
-        "--triton-model-repository", str(repository),
+        "--triton-grpc-port", str(grpc_port),
+        "--triton-model-repository", str(triton.repository),
     ]  # fmt: skip
-    gateway.start()
+    return gateway.start()
+
+
+def test_external_triton_down_is_service_unavailable_then_recovers(tmp_path, s3_store, s3_endpoint):
+    """With --triton-url nobody restarts Triton: while it is down, requests get 503."""
+    triton = StandaloneTriton(tmp_path / "repository", tmp_path / "runtime").start()
+    gateway = _beside(triton, triton.grpc_port, tmp_path, s3_store, s3_endpoint)
     try:
         _assert_healthy(gateway)
         triton.stop()
@@ -219,23 +226,14 @@ def test_model_gone_while_control_channel_is_cut_is_retry_then_reloaded(
 ):
     """Triton answers "unknown model" for a model the gateway holds READY (unloaded behind its
     back) while its gRPC control port cannot be reached (a restarted Triton's channel still
-    reconnecting): the client is told to retry (503), not given Triton's 400; once the channel
+    reconnecting): the client is told to retry (503), not given Triton's 404; once the channel
     is back the model is confirmed gone and reloaded."""
     from gateway.resolve import resolve_target
-    from tests.conftest import AWS_ENV
     from tests.faultproxy import Relay
 
-    repository = tmp_path / "repository"
-    triton = StandaloneTriton(repository, tmp_path / "runtime").start()
+    triton = StandaloneTriton(tmp_path / "repository", tmp_path / "runtime").start()
     relay = Relay("127.0.0.1", triton.grpc_port).start()
-    gateway = Gateway(store=s3_store, cache_dir=tmp_path / "cache")
-    gateway.env = {**AWS_ENV, "AWS_ENDPOINT_URL_S3": s3_endpoint}
-    gateway.args = [
-        "--triton-url", f"http://127.0.0.1:{triton.http_port}",
-        "--triton-grpc-port", str(relay.port),
-        "--triton-model-repository", str(repository),
-    ]  # fmt: skip
-    gateway.start()
+    gateway = _beside(triton, relay.port, tmp_path, s3_store, s3_endpoint)
     try:
         _assert_healthy(gateway)
         relay.cut()
