@@ -202,27 +202,29 @@ class MemoryAccountant:
         kind: str = "",
         pids: Processes | None = None,
         loading: bool = False,
+        latest: bool = False,
     ) -> int | None:
         """What the model holds by the readings (None: cannot tell): its own processes, plus
         its share of what tritonserver's process grew by since it held no model (backends
         keep per-model state there, which no stub's figure shows). ``pids``: a scan of
-        Triton's processes already made; ``loading``: the model is not in the registry yet."""
+        Triton's processes already made; ``loading``: the model is not in the registry yet;
+        ``latest``: the background reading's figures will do."""
         entry = self._registry.get(triton_name)
         kind = kind or (entry.memory_kind if entry else "host")
         pids = pids if pids is not None else await self._parts.scan(triton_name)
         own = pids.members.get(triton_name)
         if not own or kind not in self.monitors:
             return None
-        held = await self.monitors[kind].held_by(own)
+        held = await self.monitors[kind].held_by(own, latest)
         if not held:
             return None
-        return held + await self._server_share(kind, pids, 1 if loading else 0)
+        return held + await self._server_share(kind, pids, 1 if loading else 0, latest)
 
-    async def _server_share(self, kind: str, pids: Processes, extra: int) -> int:
+    async def _server_share(self, kind: str, pids: Processes, extra: int, latest: bool) -> int:
         base = self._server_base.get(kind)
         if base is None or pids.server is None:
             return 0
-        now = await self.monitors[kind].held_by([pids.server]) or 0
+        now = await self.monitors[kind].held_by([pids.server], latest) or 0
         loaded = sum(1 for e in self._registry.loaded() if e.memory_kind == kind) + extra
         return max(now - base, 0) // max(loaded, 1)
 

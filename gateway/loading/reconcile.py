@@ -215,8 +215,9 @@ class Reconciler:
         log.info("adopted %s, which Triton already holds", ref.name)
 
     async def _measure(self) -> None:
-        """Readings beat bookkeeping: what each loaded model's own processes hold now, and
-        whether they are all still there."""
+        """Readings beat bookkeeping: what each loaded model's own processes held at the
+        latest reading (the background one's: reading every model again here would cost as
+        much as it, once more), and whether they are all still there."""
         scanned = time.monotonic()
         pids = await self._parts.scan()
         for entry in self._registry.loaded():
@@ -229,7 +230,7 @@ class Reconciler:
                 evidence = f"{found} of {entry.instances} stub processes running"
                 self._loader.repair(entry, "stub_gone", evidence)
                 continue
-            held = await self._accountant.held(entry.ref.triton_name, pids=pids)
+            held = await self._accountant.held(entry.ref.triton_name, pids=pids, latest=True)
             if held and entry.state is ModelState.READY and not entry.scaling:
                 self._registry.measured(entry, held)
 

@@ -55,6 +55,7 @@ class MemoryMonitor(Protocol):
         """A reading of everything afresh (memory/refresh.py takes these)."""
         ...
 
-    async def held_by(self, pids: Sequence[int]) -> int | None:
-        """Memory these processes hold, or None where the monitor cannot tell."""
+    async def held_by(self, pids: Sequence[int], latest: bool = False) -> int | None:
+        """Memory these processes hold, or None where the monitor cannot tell. ``latest``:
+        the last full reading's figures will do (a process it did not read is read now)."""
         ...

@@ -302,12 +302,16 @@ class HostMonitor:
     async def full_snapshot(self) -> MemorySnapshot:
         return await asyncio.to_thread(self.refresh)
 
-    def read_held(self, pids: Sequence[int]) -> int:
-        """Blocking: these processes' PSS, read now (and kept)."""
+    def read_held(self, pids: Sequence[int], latest: bool = False) -> int:
+        """Blocking: these processes' PSS, read now (and kept); ``latest``: as last read,
+        where they have been."""
         with self._lock:
             server, read_at = self._server_read
             recent = time.monotonic() - read_at <= SERVER_READING_S
-            kept = {server: self._pss[server]} if recent and server in self._pss else {}
+            if latest:
+                kept = {pid: self._pss[pid] for pid in pids if pid in self._pss}
+            else:
+                kept = {server: self._pss[server]} if recent and server in self._pss else {}
         fresh = {pid: pss_bytes(pid) for pid in pids if pid not in kept}
         with self._lock:
             self._pss.update(fresh)
@@ -315,8 +319,8 @@ class HostMonitor:
                 self._server_read = (server, time.monotonic())
         return sum(fresh.values()) + sum(v for p, v in kept.items() if p in pids)
 
-    async def held_by(self, pids: Sequence[int]) -> int | None:
-        return await asyncio.to_thread(self.read_held, pids)
+    async def held_by(self, pids: Sequence[int], latest: bool = False) -> int | None:
+        return await asyncio.to_thread(self.read_held, pids, latest)
 
     async def pids_by_model(self, model: str = "") -> Processes:
         """Processes serving each model (none when Triton's processes are out of sight);

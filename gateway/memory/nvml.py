@@ -101,7 +101,8 @@ class NvmlMonitor:
                 return None  # per-process accounting unsupported (some MIG and vGPU setups)
         return total
 
-    async def held_by(self, pids: Sequence[int]) -> int | None:
+    async def held_by(self, pids: Sequence[int], latest: bool = False) -> int | None:
+        """Always read now: one NVML query covers every process (``latest`` saves nothing)."""
         return await asyncio.to_thread(self.read_held, pids)
 
     def close(self) -> None:

@@ -38,7 +38,7 @@ class FullGpu:
     async def full_snapshot(self) -> MemorySnapshot:
         return await self.snapshot()
 
-    async def held_by(self, pids: list[int]) -> int | None:
+    async def held_by(self, pids: list[int], latest: bool = False) -> int | None:
         return None  # per-process figures are not faked: attribution falls back to deltas
 
     def close(self) -> None:

@@ -95,7 +95,7 @@ class FakeMonitor:
         self.readings += 1
         return MemorySnapshot("host", (DeviceMemory(0, self.budget, self.used()),))
 
-    async def held_by(self, pids: list[int]) -> int | None:
+    async def held_by(self, pids: list[int], latest: bool = False) -> int | None:
         names = list(TRUE_SIZE)
         return sum(TRUE_SIZE[names[p]] * self._triton.ready.get(names[p], 0) for p in pids)
 

@@ -179,3 +179,27 @@ def test_host_readings_between_refreshes_read_only_new_processes(tmp_path: Path)
             _end(second)
         for pid in helpers:
             os.kill(pid, signal.SIGKILL)
+
+
+def test_latest_figures_serve_until_the_next_full_reading(tmp_path: Path):
+    """``latest`` (the reconciler's re-measure of every loaded model): a process's figure
+    from the last reading, not read again; without it, read now. A process never read is
+    read either way."""
+    monitor = HostMonitor(1 << 40, os.getpid)
+    first = _stub(tmp_path, "first-01")
+    second = None
+    try:
+        monitor.refresh()
+        before = monitor.read_held([first.pid], latest=True)
+        assert before >= 8 << 20
+        _grow(first)
+        assert monitor.read_held([first.pid], latest=True) == before
+        now = monitor.read_held([first.pid])
+        assert now >= before + (24 << 20)
+        assert monitor.read_held([first.pid], latest=True) == now  # kept as read
+        second = _stub(tmp_path, "second-02")
+        assert monitor.read_held([second.pid], latest=True) >= 8 << 20
+    finally:
+        _end(first)
+        if second is not None:
+            _end(second)
