@@ -6,7 +6,8 @@ costs nothing lasting:
 - a model the registry holds READY that Triton no longer shows READY is forgotten;
 - a model Triton holds READY in the gateway's repository but the registry does not track
   is adopted (its folder's label says which target it is), or unloaded if it has none;
-- what each loaded model holds is read again where its processes can be told apart;
+- what each loaded model holds is taken from the latest reading, where its processes can be
+  told apart;
 - a loaded Python-backend model with fewer stub processes than instances lost one, and is
   repaired (loading/repair.py).
 An error body from Triton ("unknown model", a dead stub) is only a hint: ``confirm_gone``
