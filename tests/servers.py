@@ -170,10 +170,13 @@ class StandaloneTriton:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None:
+        """Its whole group; a second stop does nothing (once reaped, the group id is free to
+        be reused by another process)."""
+        proc, self.proc = self.proc, None
+        if proc is not None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def group_members(pgid: int) -> list[int]:
