@@ -54,7 +54,7 @@ async def _serve_hot(port: int, upstream_port: int, profile: str | None, log_pat
     from gateway.metrics import Metrics
     from gateway.resolve import resolve_target
     from gateway.settings import Settings
-    from gateway.store.names import StoreNames
+    from gateway.store.names import StoreNames, off_loop
     from gateway.triton.health import TritonHealth
     from gateway.triton.upstream import UpstreamPool
     from gateway.variants import Variants
@@ -77,7 +77,7 @@ async def _serve_hot(port: int, upstream_port: int, profile: str | None, log_pat
         settings=settings,
         invoker=Invoker(settings, service, Variants(settings)),
         service=service,
-        names=StoreNames(lambda candidates: None),  # SageMaker traffic only
+        names=StoreNames(off_loop(lambda candidates: None)),  # SageMaker traffic only
         upstream=upstream,
         health=TritonHealth(),
         metrics=metrics,

@@ -75,7 +75,7 @@ from gateway.recovery import Recovery
 from gateway.settings import Settings
 from gateway.store import open_store
 from gateway.store.cache import DiskCache
-from gateway.store.names import StoreNames
+from gateway.store.names import StoreNames, off_loop
 from gateway.triton.client import TritonControl
 from gateway.triton.embedded import prepare_runtime
 from gateway.triton.health import LivenessProbe, TritonHealth
@@ -185,7 +185,8 @@ async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.max_archive_members,
         settings.max_unpack_ratio,
     )
-    app[STORE_NAMES] = StoreNames(store.locate)  # KServe's bare names, as the store holds them
+    # KServe's bare names, as the store holds them
+    app[STORE_NAMES] = StoreNames(off_loop(store.locate))
     app[METRICS].watch_disk(lambda: (cache.used, cache.budget))
     await asyncio.to_thread(cache.prepare_dirs)
     log.info("disk cache: %d MiB used of a %d MiB budget", cache.used >> 20, cache.budget >> 20)
@@ -263,7 +264,7 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
     reconciler = Reconciler(parts, accountant, unloader, loader)
     app[SERVICE] = InferenceService(
         registry,
-        loader,
+        loader.ensure_loaded,
         app[UPSTREAM],
         app[METRICS],
         reconciler.confirm_gone,

@@ -11,7 +11,6 @@ from functools import lru_cache
 from urllib.parse import quote
 
 from gateway.errors import ServiceUnavailable
-from gateway.loading.loader import Loader
 from gateway.loading.registry import ModelEntry, Registry
 from gateway.loading.repair import dead_stub
 from gateway.log import CACHE_HIT
@@ -22,6 +21,8 @@ from gateway.triton.upstream import UpstreamPool, UpstreamResponse
 
 BodyBuilder = Callable[[ModelEntry], bytes | Awaitable[bytes]]
 """A body that needs the loaded model (CSV needs its input); awaitable when built off-loop."""
+EnsureLoaded = Callable[[ModelRef, float], Awaitable[ModelEntry]]
+"""The model's ready entry, once loaded (``Loader.ensure_loaded``, or a data plane's ask)."""
 ConfirmGone = Callable[[ModelEntry], Awaitable[bool]]
 StubDied = Callable[[ModelEntry, str], Awaitable[bool]]
 
@@ -44,7 +45,7 @@ class InferenceService:
     def __init__(
         self,
         registry: Registry,
-        loader: Loader,
+        ensure_loaded: EnsureLoaded,
         upstream: UpstreamPool,
         metrics: Metrics,
         confirm_gone: ConfirmGone,
@@ -54,7 +55,7 @@ class InferenceService:
         self._health = health or TritonHealth(up=True)
         """Down while Triton restarts or hangs: fail at once rather than wait on it."""
         self._registry = registry
-        self._loader = loader
+        self._ensure_loaded = ensure_loaded
         self._upstream = upstream
         self._confirm_gone = confirm_gone
         self._stub_died = stub_died
@@ -74,7 +75,7 @@ class InferenceService:
         CACHE_HIT.set(False)
         started = time.perf_counter()
         try:
-            return await self._loader.ensure_loaded(ref, deadline)
+            return await self._ensure_loaded(ref, deadline)
         finally:
             self._waited(time.perf_counter() - started)
 

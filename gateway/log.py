@@ -12,7 +12,9 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Iterator
 from contextvars import ContextVar
+from select import PIPE_BUF
 from typing import IO
 
 import orjson
@@ -99,7 +101,25 @@ class AccessLog:
         self._flusher = None
 
     def flush(self) -> None:
+        """Whole lines, at most ``PIPE_BUF`` bytes a write: data planes (--workers) share
+        one stdout, and a pipe never interleaves writes that size."""
         if self._lines:
             lines, self._lines = self._lines, []
-            self._stream.write("\n".join(lines) + "\n")
-            self._stream.flush()
+            for chunk in whole_lines(lines, PIPE_BUF):
+                self._stream.write(chunk)
+                self._stream.flush()
+
+
+def whole_lines(lines: list[str], limit: int) -> Iterator[str]:
+    """``lines`` joined into chunks of at most ``limit`` bytes (a longer line alone)."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        length = len(line.encode()) + 1 if not line.isascii() else len(line) + 1
+        if chunk and size + length > limit:
+            yield "\n".join(chunk) + "\n"
+            chunk, size = [], 0
+        chunk.append(line)
+        size += length
+    if chunk:
+        yield "\n".join(chunk) + "\n"

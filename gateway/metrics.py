@@ -13,6 +13,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from itertools import accumulate
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -44,12 +45,11 @@ class Metrics:
         self, per_model: int = 0, entries: Callable[[], Iterable[ModelEntry]] = list
     ) -> None:
         r = self.registry = CollectorRegistry()
-        self.hot = _HotSeries(_LATENCY_BUCKETS)
+        self.hot = _HotSeries()
         r.register(self.hot)
         self.cache_hits = self.hot.hits
-        self.cache_misses = Counter(
-            "mme_model_cache_misses", "Requests that had to wait for a load.", registry=r
-        )
+        self.cache_misses = self.hot.misses
+        self.loading_wait = self.hot.waits
         self.downloading = Histogram(
             "mme_model_downloading_seconds",
             "Fetch and unpack time.",
@@ -65,12 +65,6 @@ class Metrics:
         self.unloading = Histogram(
             "mme_model_unloading_seconds",
             "Unload time, until Triton reports the model UNAVAILABLE.",
-            buckets=_LOAD_BUCKETS,
-            registry=r,
-        )
-        self.loading_wait = Histogram(
-            "mme_model_loading_wait_seconds",
-            "Time a request waited for its model to load.",
             buckets=_LOAD_BUCKETS,
             registry=r,
         )
@@ -112,8 +106,9 @@ class Metrics:
         """Hot path: an invocation answered; plain additions, turned into samples at scrape."""
         hot = self.hot
         hot.codes[status] = hot.codes.get(status, 0) + 1
-        hot.buckets[bisect_left(hot.bounds, seconds)] += 1
-        hot.seconds += seconds
+        latency = hot.latency
+        latency.buckets[bisect_left(latency.bounds, seconds)] += 1
+        latency.seconds += seconds
 
 
 class _Tally:
@@ -128,39 +123,131 @@ class _Tally:
         self.value += 1
 
 
-class _HotSeries(Collector):
-    """The series updated on every request, kept as plain numbers and exported at scrape
-    time: prometheus_client's Counter and Histogram take a lock and several calls each time.
-    All updates happen on the event loop; a scrape reads a consistent enough copy."""
+class _Histogram:
+    """A histogram the hot path fills with two additions (no lock)."""
+
+    __slots__ = ("bounds", "buckets", "seconds")
 
     def __init__(self, bounds: Iterable[float]) -> None:
-        self.hits = _Tally()
-        self.codes: dict[int, int] = {}
         self.bounds = (*bounds, float("inf"))
         self.buckets = [0] * len(self.bounds)
         """Observations per bucket (not cumulative): bucket i holds bounds[i-1] < v <= bounds[i]."""
         self.seconds = 0.0
 
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect_left(self.bounds, seconds)] += 1
+        self.seconds += seconds
+
+
+HotFigures = dict[str, Any]
+"""The hot series of one process as plain data (``_HotSeries.figures``), which data planes
+send to the control process (gateway/workers/)."""
+
+
+class _HotSeries(Collector):
+    """The series updated on every request, kept as plain numbers and exported at scrape
+    time: prometheus_client's Counter and Histogram take a lock and several calls each time.
+    All updates happen on the event loop; a scrape reads a consistent enough copy.
+
+    With data planes (``--workers``), each sends its figures here now and then; a scrape adds
+    them up, and the last figures of a data plane that died are kept, so counters never go
+    back."""
+
+    def __init__(self) -> None:
+        self.hits = _Tally()
+        self.misses = _Tally()
+        self.codes: dict[int, int] = {}
+        self.latency = _Histogram(_LATENCY_BUCKETS)
+        self.waits = _Histogram(_LOAD_BUCKETS)
+        self._others: dict[int, HotFigures] = {}
+        """The latest figures of each live data plane."""
+        self._retired: HotFigures = _empty()
+        """The sum of the last figures of data planes that ended."""
+
+    def figures(self) -> HotFigures:
+        return {
+            "hits": self.hits.value,
+            "misses": self.misses.value,
+            "codes": {str(code): count for code, count in self.codes.items()},
+            "latency": [*self.latency.buckets, self.latency.seconds],
+            "waits": [*self.waits.buckets, self.waits.seconds],
+        }
+
+    def absorb(self, source: int, figures: HotFigures) -> None:
+        """A data plane's figures so far (each replaces its last)."""
+        self._others[source] = figures
+
+    def retire(self, source: int) -> None:
+        """A data plane ended: its last figures stay in the sums."""
+        figures = self._others.pop(source, None)
+        if figures is not None:
+            self._retired = _add(self._retired, figures)
+
     def describe(self) -> Iterable[Metric]:
         return []  # names are not checked for clashes: these are unique by construction
 
     def collect(self) -> Iterable[Metric]:
+        total = self.figures()
+        for figures in [self._retired, *self._others.values()]:
+            total = _add(total, figures)
         yield CounterMetricFamily(
-            "mme_model_cache_hits", "Requests whose model was already loaded.", self.hits.value
+            "mme_model_cache_hits", "Requests whose model was already loaded.", total["hits"]
+        )
+        yield CounterMetricFamily(
+            "mme_model_cache_misses", "Requests that had to wait for a load.", total["misses"]
         )
         invocations = CounterMetricFamily(
             "mme_invocations", "Invocations answered, by HTTP status.", labels=["code"]
         )
-        for code, count in sorted(dict(self.codes).items()):
-            invocations.add_metric([str(code)], count)
+        for code, count in sorted(total["codes"].items(), key=lambda item: int(item[0])):
+            invocations.add_metric([code], count)
         yield invocations
-        cumulative = accumulate(list(self.buckets))
-        yield HistogramMetricFamily(
+        yield _histogram(
             "mme_invocation_seconds",
             "Invocation latency inside the gateway.",
-            buckets=[(_le(b), c) for b, c in zip(self.bounds, cumulative, strict=True)],
-            sum_value=self.seconds,
+            self.latency.bounds,
+            total["latency"],
         )
+        yield _histogram(
+            "mme_model_loading_wait_seconds",
+            "Time a request waited for its model to load.",
+            self.waits.bounds,
+            total["waits"],
+        )
+
+
+def _empty() -> HotFigures:
+    return {
+        "hits": 0,
+        "misses": 0,
+        "codes": {},
+        "latency": [0] * (len(_LATENCY_BUCKETS) + 2),
+        "waits": [0] * (len(_LOAD_BUCKETS) + 2),
+    }
+
+
+def _add(one: HotFigures, other: HotFigures) -> HotFigures:
+    codes = dict(one["codes"])
+    for code, count in other["codes"].items():
+        codes[code] = codes.get(code, 0) + count
+    return {
+        "hits": one["hits"] + other["hits"],
+        "misses": one["misses"] + other["misses"],
+        "codes": codes,
+        "latency": [a + b for a, b in zip(one["latency"], other["latency"], strict=True)],
+        "waits": [a + b for a, b in zip(one["waits"], other["waits"], strict=True)],
+    }
+
+
+def _histogram(name: str, doc: str, bounds: tuple[float, ...], figures: list[Any]) -> Metric:
+    """``figures``: the per-bucket counts, then the sum of the observations."""
+    cumulative = accumulate(figures[:-1])
+    return HistogramMetricFamily(
+        name,
+        doc,
+        buckets=[(_le(b), c) for b, c in zip(bounds, cumulative, strict=True)],
+        sum_value=figures[-1],
+    )
 
 
 class _StateCollector(Collector):

@@ -46,6 +46,16 @@ def headroom_bytes(text: str, total: int) -> int:
     return parse_size(text)
 
 
+def worker_count(text: str, cores: int | None = None) -> int:
+    """``auto`` (a quarter of ``cores``, at least 1) or a count from 1 to 256."""
+    text = text.strip().lower()
+    if text == "auto":
+        return max(1, (cores or os.cpu_count() or 1) // 4)
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise ValueError(f"--workers must be auto or a count from 1 to 256, not {text!r}")
+    return int(text)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -71,6 +81,10 @@ class Settings:
     """Address the gateway listens on."""
     port: int = 8080
     """Port of the SageMaker runtime, KServe v2 and ops routes."""
+    workers: str = "1"
+    """Data-plane processes serving --port: 1 serves everything in one process; N > 1 runs
+    N processes sharing the port (SO_REUSEPORT) in front of one control process that owns
+    loads, eviction and Triton; ``auto`` is a quarter of the CPU cores, at least 1."""
     model_store: str = "./models"
     """Where model archives live: ``s3://bucket/prefix/`` or a local folder."""
     cache_dir: Path = Path("./.mme-cache")
@@ -219,6 +233,12 @@ class Settings:
             raise ValueError("--max-concurrent-loads must be at least 1")
         if self.max_unpack_ratio != 0 and self.max_unpack_ratio < 1:
             raise ValueError("--max-unpack-ratio must be 0 (off) or at least 1")
+        worker_count(self.workers)  # refused now, not when serving
+
+    @property
+    def data_planes(self) -> int:
+        """--workers as a count."""
+        return worker_count(self.workers)
 
     def headroom_bytes(self, total: int) -> int:
         """--memory-headroom in bytes for a memory kind of ``total`` bytes."""

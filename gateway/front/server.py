@@ -119,6 +119,28 @@ class FrontServer:
         if self.closing and not self.connections:
             self._drained.set()
 
+    async def answer(self, call: Call) -> Reply:
+        """Route ``call`` once and run its handler; errors in the route's protocol's shape."""
+        rid = call.rid = call.rid or new_request_id()
+        REQUEST_ID.set(rid)
+        MODEL.set("-")
+        CACHE_HIT.set(None)
+        try:
+            if call.refusal is not None:
+                raise call.refusal
+            route, call.path, call.query, call.params = self.router.resolve(
+                call.method, call.target
+            )
+            if route is None or self.scope not in route.scopes:
+                method = call.method.decode("latin-1")
+                raise UnknownOperation(f"No route for {method} {call.path[:200]} on this port.")
+            return await route.handler(self.context, call)
+        except GatewayError as exc:
+            return _error(call, exc)
+        except Exception:
+            log.exception("request %s failed", rid)
+            return _error(call, internal_failure(rid))
+
     def protocol(self) -> Connection:
         return Connection(self)
 
@@ -380,25 +402,7 @@ class Connection(asyncio.Protocol):
 
     async def _handle(self, call: Call) -> Reply:
         started = time.perf_counter()
-        rid = call.rid = new_request_id()
-        REQUEST_ID.set(rid)
-        MODEL.set("-")
-        CACHE_HIT.set(None)
-        try:
-            if call.refusal is not None:
-                raise call.refusal
-            route, call.path, call.query, call.params = self._front.router.resolve(
-                call.method, call.target
-            )
-            if route is None or self._front.scope not in route.scopes:
-                method = call.method.decode("latin-1")
-                raise UnknownOperation(f"No route for {method} {call.path[:200]} on this port.")
-            reply = await route.handler(self._context, call)
-        except GatewayError as exc:
-            reply = self._error(call, exc)
-        except Exception:
-            log.exception("request %s failed", rid)
-            reply = self._error(call, internal_failure(rid))
+        reply = await self._front.answer(call)
         seconds = time.perf_counter() - started
         if call.method == b"POST" and (call.path == "-" or _is_invocation(call.path)):
             self._context.metrics.invoked(reply.status, seconds)  # refused ones count too
@@ -406,13 +410,6 @@ class Connection(asyncio.Protocol):
             method = call.method.decode("latin-1") or "-"
             self._context.access_log.record(method, call.path, reply.status, seconds)
         return reply
-
-    @staticmethod
-    def _error(call: Call, exc: GatewayError) -> Reply:
-        """In KServe's shape under /v2, SageMaker's elsewhere (on the target as sent when
-        the path could not be read)."""
-        shape = call.path if call.path != "-" else "/v2" if call.target.startswith(b"/v2/") else "/"
-        return error_reply(shape, exc, call.rid)
 
     def _write(self, reply: Reply, keep_alive: bool, head: bool) -> None:
         assert self._transport is not None
@@ -435,6 +432,13 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
+
+
+def _error(call: Call, exc: GatewayError) -> Reply:
+    """In KServe's shape under /v2, SageMaker's elsewhere (on the target as sent when the
+    path could not be read)."""
+    shape = call.path if call.path != "-" else "/v2" if call.target.startswith(b"/v2/") else "/"
+    return error_reply(shape, exc, call.rid)
 
 
 def _is_invocation(path: str) -> bool:

@@ -303,6 +303,13 @@ class Registry:
         self._reservations: set[Reservation] = set()
         self._unloads: dict[str, asyncio.Task[None]] = {}
         self._named: dict[str, Named] = {}
+        self._serving: Callable[[ModelEntry, bool], None] | None = None
+
+    def watch_serving(self, listener: Callable[[ModelEntry, bool], None]) -> None:
+        """Call ``listener(entry, True)`` whenever a model becomes READY (or is reloaded in
+        place: a new ``ready_since``), and ``listener(entry, False)`` when it stops being
+        READY: what data planes (gateway/workers/) must hear, at the moment it happens."""
+        self._serving = listener
 
     def when_idle(self, callback: Callable[[ModelEntry], None]) -> None:
         """Call ``callback`` when a ready model's last request ends (--model-cache disabled)."""
@@ -319,6 +326,16 @@ class Registry:
         entry.last_used = self._clock()
         self._on_hit(triton_name)
         return entry
+
+    def used(self, triton_name: str, count: int) -> None:
+        """``count`` requests used a ready model elsewhere (a data plane's lookups)."""
+        entry = self._entries.get(triton_name)
+        if entry is None or entry.state is not ModelState.READY:
+            return
+        entry.hits += count
+        entry.last_used = self._clock()
+        for _ in range(count):
+            self._on_hit(triton_name)
 
     def get(self, triton_name: str) -> ModelEntry | None:
         return self._entries.get(triton_name)
@@ -470,6 +487,7 @@ class Registry:
         self.remember_footprint(entry.ref.triton_name, loaded.memory_bytes)
         entry.resident = True
         self._residency.record_load(entry.ref.triton_name, loaded.memory_bytes, loaded.load_seconds)
+        self._tell(entry, True)
 
     def adopt(self, ref: ModelRef, loaded: Loaded) -> ModelEntry:
         """(gone) -> READY: Triton holds a model this gateway placed but did not track."""
@@ -484,6 +502,7 @@ class Registry:
             self.remember_footprint(ref.triton_name, loaded.memory_bytes)
         entry.resident = True  # its load time is unknown: a second, as for a small model
         self._residency.record_load(ref.triton_name, loaded.memory_bytes, 1.0)
+        self._tell(entry, True)
         return entry
 
     def measured(self, entry: ModelEntry, memory_bytes: int) -> None:
@@ -519,12 +538,14 @@ class Registry:
         if entry.scaling:
             raise self._illegal(entry, "broken (scaling: that reload replaces it)")
         entry.state = ModelState.LOADING
+        self._tell(entry, False)
 
     def repaired(self, entry: ModelEntry) -> None:
         """LOADING -> READY after ``broken``: reloaded, its description unchanged."""
         self._expect(entry, "repaired")
         entry.state = ModelState.READY
         entry.ready_since = self._clock()
+        self._tell(entry, True)
 
     def start_unload(self, entry: ModelEntry) -> None:
         """READY -> UNLOADING: only an idle, unheld model that is not scaling."""
@@ -532,6 +553,7 @@ class Registry:
         if entry.pins or entry.scaling or entry.held:
             raise self._illegal(entry, "start_unload (pinned, scaling or held)")
         entry.state = ModelState.UNLOADING
+        self._tell(entry, False)
 
     def unloaded(self, entry: ModelEntry) -> None:
         """UNLOADING -> (gone). A no-op for an entry reset meanwhile."""
@@ -547,6 +569,7 @@ class Registry:
             return
         self._expect(entry, "unload_failed")
         entry.state = ModelState.READY
+        self._tell(entry, True)
 
     def vanished(self, entry: ModelEntry) -> None:
         """READY -> (gone): Triton's index says it no longer holds the model."""
@@ -555,6 +578,7 @@ class Registry:
         self._expect(entry, "vanished")
         del self._entries[entry.ref.triton_name]
         self._evicted(entry)
+        self._tell(entry, False)
 
     def begin_scaling(self, entry: ModelEntry) -> None:
         self._expect(entry, "begin_scaling")
@@ -575,6 +599,7 @@ class Registry:
             entry.config_json = config_json
             entry.memory_bytes = memory_bytes
             self.remember_footprint(entry.ref.triton_name, memory_bytes)
+            self._tell(entry, True)  # its processes are new: a new generation
 
     def hold(self, entry: ModelEntry) -> None:
         self._expect(entry, "hold")
@@ -591,8 +616,14 @@ class Registry:
         self._reservations.clear()  # their loads fail: not tracked any more
         for entry in entries:
             self._evicted(entry)
+            if entry.state is ModelState.READY:
+                self._tell(entry, False)
 
     # helpers
+
+    def _tell(self, entry: ModelEntry, serving: bool) -> None:
+        if self._serving is not None:
+            self._serving(entry, serving)
 
     def _evicted(self, entry: ModelEntry) -> None:
         if entry.resident:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager, suppress
 
 from gateway.errors import ServiceUnavailable
@@ -38,6 +38,12 @@ class Unloader:
         self._loading: dict[str, int] = {}
         """Loads under way in Triton, per memory kind."""
         self._after_unload: AfterUnload | None = None
+        self._drained: Callable[[ModelEntry], Awaitable[None]] | None = None
+
+    def drain_first(self, drained: Callable[[ModelEntry], Awaitable[None]]) -> None:
+        """Before Triton is asked to unload a model, await ``drained(entry)``: with data
+        planes (--workers), until none of them has a request for it in flight."""
+        self._drained = drained
 
     def after_unload(self, hook: AfterUnload) -> None:
         """Call ``hook(kind, name, footprint, freed, total)`` after each unload that overlapped
@@ -89,6 +95,8 @@ class Unloader:
         before = await monitor.snapshot() if monitor is not None else None
         started = time.perf_counter()
         try:
+            if self._drained is not None and entry is not None:
+                await self._drained(entry)
             await self._parts.control.unload(triton_name)
             await self.wait_unavailable(triton_name)
         except BaseException:

@@ -11,13 +11,23 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from gateway.resolve import ModelRef, resolve_kserve_name, resolve_target
 
-Locate = Callable[[Sequence[str]], str | None]
+Locate = Callable[[Sequence[str]], Awaitable[str | None]]
+"""Which of the candidate keys the store holds (None: none of them)."""
 
 KNOWN_NAMES = 65_536
+
+
+def off_loop(locate: Callable[[Sequence[str]], str | None]) -> Locate:
+    """A store's blocking ``locate``, asked in a worker thread."""
+
+    def locate_off_loop(candidates: Sequence[str]) -> Awaitable[str | None]:
+        return asyncio.to_thread(locate, candidates)
+
+    return locate_off_loop
 
 
 class StoreNames:
@@ -41,7 +51,7 @@ class StoreNames:
             return known
         asking = self._asking.get(name)
         if asking is None:
-            asking = asyncio.ensure_future(asyncio.to_thread(self._locate, ref.candidates))
+            asking = asyncio.ensure_future(self._locate(ref.candidates))
             self._asking[name] = asking
             asking.add_done_callback(lambda _: self._asking.pop(name, None))
         key = await asyncio.shield(asking)  # a waiter that gives up leaves it to the others

@@ -20,7 +20,7 @@ from gateway.inference import InferenceService
 from gateway.loading.registry import Registry
 from gateway.metrics import Metrics
 from gateway.settings import Settings
-from gateway.store.names import StoreNames
+from gateway.store.names import StoreNames, off_loop
 from gateway.triton.health import TritonHealth
 from gateway.triton.upstream import UpstreamPool
 from gateway.variants import Variants
@@ -33,7 +33,7 @@ def bare_context(settings: Settings, upstream: UpstreamPool) -> Context:
         settings=settings,
         invoker=Invoker(settings, service, Variants(settings)),
         service=service,
-        names=StoreNames(lambda candidates: None),  # no KServe name is in any store here
+        names=StoreNames(off_loop(lambda candidates: None)),  # no KServe name is in any store here
         upstream=upstream,
         health=TritonHealth(),
         metrics=metrics,

@@ -11,7 +11,7 @@ import pytest
 
 from gateway.resolve import resolve_kserve_name, resolve_target
 from gateway.store.local import LocalModelStore
-from gateway.store.names import StoreNames
+from gateway.store.names import StoreNames, off_loop
 from gateway.store.s3 import S3ModelStore
 from tests.conftest import BUCKET
 
@@ -40,7 +40,7 @@ def local(tmp_path: Path) -> LocalModelStore:
 
 def test_bare_name_is_the_archive_the_store_holds_and_is_asked_once(local):
     locate = Counting(local)
-    names = StoreNames(locate)
+    names = StoreNames(off_loop(locate))
     first = asyncio.run(names.resolve("team/a"))
     assert first.triton_name == resolve_target("team/a.tgz").triton_name
     assert (first.name, first.shown, first.candidates) == ("team/a", "team/a", ("team/a.tgz",))
@@ -49,13 +49,13 @@ def test_bare_name_is_the_archive_the_store_holds_and_is_asked_once(local):
 
 
 def test_bare_name_of_a_folder_is_that_folder(local):
-    ref = asyncio.run(StoreNames(local.locate).resolve("team/b"))
+    ref = asyncio.run(StoreNames(off_loop(local.locate)).resolve("team/b"))
     assert ref.triton_name == resolve_target("team/b").triton_name
 
 
 def test_names_with_a_suffix_or_not_in_the_store_are_not_remembered(local):
     locate = Counting(local)
-    names = StoreNames(locate)
+    names = StoreNames(off_loop(locate))
     assert asyncio.run(names.resolve("team/a.tgz")) == resolve_target("team/a.tgz")
     assert locate.asked == []  # a suffix says which object
     for _ in range(2):
@@ -65,7 +65,7 @@ def test_names_with_a_suffix_or_not_in_the_store_are_not_remembered(local):
 
 def test_remembered_names_are_bounded_oldest_first(local):
     locate = Counting(local)
-    names = StoreNames(locate, known=1)
+    names = StoreNames(off_loop(locate), known=1)
     asyncio.run(names.resolve("team/a"))
     asyncio.run(names.resolve("team/b"))
     asyncio.run(names.resolve("team/a"))
@@ -78,13 +78,13 @@ def test_s3_bare_name_is_the_first_archive_that_exists(s3):
     store = S3ModelStore(f"s3://{BUCKET}/names")
     assert store.locate(resolve_kserve_name("m").candidates) == "m.tgz"  # before .tar
     assert store.locate(resolve_kserve_name("nothing").candidates) is None
-    ref = asyncio.run(StoreNames(store.locate).resolve("m"))
+    ref = asyncio.run(StoreNames(off_loop(store.locate)).resolve("m"))
     assert ref.triton_name == resolve_target("m.tgz").triton_name and ref.shown == "m"
 
 
 def test_concurrent_requests_for_a_new_name_ask_the_store_once(local):
     locate = Counting(local)
-    names = StoreNames(locate)
+    names = StoreNames(off_loop(locate))
 
     async def many() -> list[str]:
         refs = await asyncio.gather(*(names.resolve("team/a") for _ in range(20)))
