@@ -67,7 +67,25 @@ def serve(argv: Sequence[str]) -> None:
         ready = settings.print_examples and "Running on" in message  # once, after the last line
         print(message + (_examples(settings) if ready else ""), flush=True)
 
-    uvloop.run(run(settings, announce))
+    uvloop.run(run(settings, announce, argv))
+
+
+def data_plane(argv: Sequence[str]) -> None:
+    """One of the --workers processes, started by the control process (not by hand)."""
+    parser = argparse.ArgumentParser(prog="mme-gateway data-plane")
+    parser.add_argument("--plane", type=int, required=True, help="this data plane's number")
+    parser.add_argument("--control-fd", type=int, required=True, help="the link's descriptor")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    settings = settings_from(args)
+
+    import uvloop
+
+    from gateway.log import setup_logging
+    from gateway.workers.plane import run
+
+    setup_logging(settings.log_level, settings.log_format)
+    uvloop.run(run(settings, args.plane, args.control_fd))
 
 
 def package(argv: Sequence[str]) -> None:
@@ -95,6 +113,8 @@ def simulate(argv: Sequence[str]) -> None:
 
 
 COMMANDS = {"serve": serve, "package": package, "simulate": simulate}
+INTERNAL = {"data-plane": data_plane}
+"""Started by the gateway itself, not listed."""
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -102,7 +122,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not args or args[0] in {"-h", "--help"}:
         print(f"usage: mme-gateway {{{','.join(COMMANDS)}}} [options]  (then COMMAND --help)")
         return
-    command = COMMANDS.get(args[0])
+    command = COMMANDS.get(args[0]) or INTERNAL.get(args[0])
     if command is None:
         raise SystemExit(
             f"mme-gateway: unknown command {args[0]!r}; use one of {', '.join(COMMANDS)}"

@@ -14,10 +14,11 @@ Triton's health (``TRITON_HEALTH``) is down while it restarts or hangs; around a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import math
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import suppress
 from functools import partial
 from urllib.parse import urlsplit
@@ -37,6 +38,7 @@ from gateway.keys import (
     AUTH,
     CACHE,
     CONTROL,
+    HUB,
     LOADER,
     MANAGEMENT,
     METRICS,
@@ -82,6 +84,8 @@ from gateway.triton.health import LivenessProbe, TritonHealth
 from gateway.triton.supervisor import ExternalWatch, TritonSupervisor
 from gateway.triton.upstream import UpstreamPool
 from gateway.variants import Variants
+from gateway.workers.group import PlaneGroup
+from gateway.workers.hub import Hub
 
 log = logging.getLogger(__name__)
 
@@ -258,7 +262,7 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.reclaim_threshold,
         app[METRICS],
         supervisor.restart if supervisor is not None else None,
-        registry.busy,
+        partial(_busy, app),
     )
     unloader.after_unload(reclaimer.unloaded)
     reconciler = Reconciler(parts, accountant, unloader, loader)
@@ -279,15 +283,37 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     app[MANAGEMENT] = Management(parts, loader, unloader, app[CACHE])
     autoscaler = Autoscaler(parts, accountant)
+    hub = None
+    if settings.data_planes > 1:
+        hub = app[HUB] = Hub(
+            registry,
+            loader.ensure_loaded,
+            app[STORE_NAMES].locate,
+            reconciler.confirm_gone,
+            reconciler.stub_died,
+            unloader.unload_soon,
+            app[TRITON_HEALTH],
+            app[METRICS],
+        )
+        unloader.drain_first(hub.drained)
+        hub.start()
     reconciler.start()
     if settings.autoscale:
         autoscaler.start()
     yield
+    if hub is not None:
+        await hub.stop()
     await reclaimer.close()
     await recovery.close()
     await autoscaler.stop()
     await reconciler.stop()
     await loader.close()
+
+
+def _busy(app: web.Application) -> bool:
+    """A request is in flight somewhere: here, or (as last reported) in a data plane."""
+    hub = app.get(HUB)
+    return app[REGISTRY].busy() or (hub is not None and hub.busy())
 
 
 async def _memory_total(parts: Parts) -> int:
@@ -351,10 +377,13 @@ async def _unless_stopped(starting: Awaitable[None], stop: asyncio.Event) -> boo
     return False
 
 
-async def serve(settings: Settings, announce: Callable[[str], None] = print) -> None:
+async def serve(
+    settings: Settings, announce: Callable[[str], None] = print, argv: Sequence[str] = ()
+) -> None:
     """Run until SIGINT or SIGTERM: start the components (aiohttp's lifecycle), serve the
-    public listener and the admin one, then stop gracefully (in-flight requests first,
-    Triton last)."""
+    public listener (or start the data planes that serve it: ``argv``, the serve flags, is
+    what they are started with) and the admin one, then stop gracefully (in-flight requests
+    first, Triton last)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -366,7 +395,10 @@ async def serve(settings: Settings, announce: Callable[[str], None] = print) -> 
         await runner.cleanup()
         return
     try:
-        await _listen(settings, front_context(app), announce, stop)
+        if settings.data_planes > 1:
+            await _listen_planes(settings, app, argv, announce, stop)
+        else:
+            await _listen(settings, front_context(app), announce, stop)
     finally:
         await runner.cleanup()
 
@@ -383,19 +415,62 @@ async def _listen(
             fronts[0].protocol, settings.host, settings.port, reuse_address=True, backlog=1024
         )
     ]
+    on_hup = context.auth.reload if context.auth is not None else None
+    await _serve(settings, context, fronts, servers, announce, stop, on_hup)
+
+
+async def _listen_planes(
+    settings: Settings,
+    app: web.Application,
+    argv: Sequence[str],
+    announce: Callable[[str], None],
+    stop: asyncio.Event,
+) -> None:
+    """The data planes serve the public port; this process answers what they forward
+    (its own front, never listening there) and serves the admin listener."""
+    context = front_context(app)
+    hub = app[HUB]
+    hub.front = FrontServer(dataclasses.replace(context, access_log=None), routes.PUBLIC)
+    group = PlaneGroup(settings, argv, hub)
+    await group.start()
+    pids = sorted(proc.pid for proc in group.procs.values())
+    announce(f"data planes: {settings.data_planes} (pids {' '.join(map(str, pids))})")
+
+    def hup() -> None:  # --auth-file: read again here and in every data plane
+        if context.auth is not None:
+            context.auth.reload()
+        group.signal(signal.SIGHUP)
+
+    try:
+        await _serve(settings, context, [], [], announce, stop, hup)
+    finally:
+        await group.stop(settings.shutdown_timeout)
+
+
+async def _serve(
+    settings: Settings,
+    context: Context,
+    fronts: list[FrontServer],
+    servers: list[asyncio.Server],
+    announce: Callable[[str], None],
+    stop: asyncio.Event,
+    on_hup: Callable[[], object] | None,
+) -> None:
+    """The admin listener beside ``servers``; announce, serve until ``stop``, close."""
+    loop = asyncio.get_running_loop()
     if settings.admin:
         fronts.append(FrontServer(context, routes.ADMIN))
         servers.append(
             await loop.create_server(
-                fronts[1].protocol, settings.admin_host, settings.admin_port, reuse_address=True
+                fronts[-1].protocol, settings.admin_host, settings.admin_port, reuse_address=True
             )
         )
-        port = servers[1].sockets[0].getsockname()[1]
+        port = servers[-1].sockets[0].getsockname()[1]
         announce(f"admin routes on http://{settings.admin_host}:{port}")
     announce(f"request path: {hot_path()}")
     announce(f"======== Running on http://{settings.host}:{settings.port} ========")
-    if context.auth is not None:
-        loop.add_signal_handler(signal.SIGHUP, context.auth.reload)
+    if on_hup is not None:
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
     await stop.wait()
     log.info("shutting down")
     for server in servers:

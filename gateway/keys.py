@@ -24,6 +24,7 @@ from gateway.triton.health import TritonHealth
 from gateway.triton.supervisor import TritonSupervisor
 from gateway.triton.upstream import UpstreamPool
 from gateway.variants import Variants
+from gateway.workers.hub import Hub
 
 SETTINGS = web.AppKey("settings", Settings)
 REGISTRY = web.AppKey("registry", Registry)
@@ -46,3 +47,4 @@ TRITON_HEALTH = web.AppKey("triton_health", TritonHealth)
 RECOVERY = web.AppKey("recovery", Recovery)
 RECLAIMER = web.AppKey("reclaimer", Reclaimer)
 STORE_NAMES = web.AppKey("store_names", StoreNames)
+HUB = web.AppKey("hub", Hub)

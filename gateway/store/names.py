@@ -36,7 +36,8 @@ class StoreNames:
     reference is the bare one, whose fetch answers 404 naming it as the client did."""
 
     def __init__(self, locate: Locate, known: int = KNOWN_NAMES) -> None:
-        self._locate = locate
+        self.locate = locate
+        """The store's answer, asked when a name is not remembered."""
         self._known: OrderedDict[str, ModelRef] = OrderedDict()
         self._limit = known
         self._asking: dict[str, asyncio.Future[str | None]] = {}
@@ -51,7 +52,7 @@ class StoreNames:
             return known
         asking = self._asking.get(name)
         if asking is None:
-            asking = asyncio.ensure_future(self._locate(ref.candidates))
+            asking = asyncio.ensure_future(self.locate(ref.candidates))
             self._asking[name] = asking
             asking.add_done_callback(lambda _: self._asking.pop(name, None))
         key = await asyncio.shield(asking)  # a waiter that gives up leaves it to the others
