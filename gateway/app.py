@@ -415,6 +415,7 @@ async def _listen(
             fronts[0].protocol, settings.host, settings.port, reuse_address=True, backlog=1024
         )
     ]
+    await _admin(settings, context, fronts, servers, announce)
     on_hup = context.auth.reload if context.auth is not None else None
     await _serve(settings, context, fronts, servers, announce, stop, on_hup)
 
@@ -427,14 +428,15 @@ async def _listen_planes(
     stop: asyncio.Event,
 ) -> None:
     """The data planes serve the public port; this process answers what they forward
-    (its own front, never listening there) and serves the admin listener."""
+    (its own front, never listening there) and serves the admin listener, which is up
+    before the public port is."""
     context = front_context(app)
     hub = app[HUB]
     hub.front = FrontServer(dataclasses.replace(context, access_log=None), routes.PUBLIC)
+    fronts: list[FrontServer] = []
+    servers: list[asyncio.Server] = []
+    await _admin(settings, context, fronts, servers, announce)
     group = PlaneGroup(settings, argv, hub)
-    await group.start()
-    pids = sorted(proc.pid for proc in group.procs.values())
-    announce(f"data planes: {settings.data_planes} (pids {' '.join(map(str, pids))})")
 
     def hup() -> None:  # --auth-file: read again here and in every data plane
         if context.auth is not None:
@@ -442,9 +444,34 @@ async def _listen_planes(
         group.signal(signal.SIGHUP)
 
     try:
-        await _serve(settings, context, [], [], announce, stop, hup)
+        await group.start()
+        pids = sorted(proc.pid for proc in group.procs.values())
+        announce(f"data planes: {settings.data_planes} (pids {' '.join(map(str, pids))})")
+        await _serve(settings, context, fronts, servers, announce, stop, hup)
     finally:
         await group.stop(settings.shutdown_timeout)
+        for server in servers:
+            server.close()
+
+
+async def _admin(
+    settings: Settings,
+    context: Context,
+    fronts: list[FrontServer],
+    servers: list[asyncio.Server],
+    announce: Callable[[str], None],
+) -> None:
+    """The admin listener (unless --no-admin), added to ``fronts`` and ``servers``."""
+    if not settings.admin:
+        return
+    fronts.append(FrontServer(context, routes.ADMIN))
+    servers.append(
+        await asyncio.get_running_loop().create_server(
+            fronts[-1].protocol, settings.admin_host, settings.admin_port, reuse_address=True
+        )
+    )
+    port = servers[-1].sockets[0].getsockname()[1]
+    announce(f"admin routes on http://{settings.admin_host}:{port}")
 
 
 async def _serve(
@@ -456,17 +483,8 @@ async def _serve(
     stop: asyncio.Event,
     on_hup: Callable[[], object] | None,
 ) -> None:
-    """The admin listener beside ``servers``; announce, serve until ``stop``, close."""
+    """Announce, serve until ``stop``, then close ``servers`` and let requests finish."""
     loop = asyncio.get_running_loop()
-    if settings.admin:
-        fronts.append(FrontServer(context, routes.ADMIN))
-        servers.append(
-            await loop.create_server(
-                fronts[-1].protocol, settings.admin_host, settings.admin_port, reuse_address=True
-            )
-        )
-        port = servers[-1].sockets[0].getsockname()[1]
-        announce(f"admin routes on http://{settings.admin_host}:{port}")
     announce(f"request path: {hot_path()}")
     announce(f"======== Running on http://{settings.host}:{settings.port} ========")
     if on_hup is not None:
