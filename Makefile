@@ -103,7 +103,7 @@ soak: install
 # compiled request path (as `make run` serves it).
 .PHONY: bench-ceiling
 bench-ceiling: install compiled
-	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) $(PY) -P -m bench.ceiling
+	PYTHONPATH=$(CURDIR)/$(COMPILED):$(CURDIR) $(PY) -P -m bench.ceiling $(if $(WORKERS),--workers $(WORKERS))
 
 # docker-compose.yml on this machine's Docker engine, unchanged (deploy/stack.sh): installs the
 # engine and Compose v2 if missing, builds stand-ins for images no registry here serves.

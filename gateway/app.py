@@ -161,7 +161,7 @@ async def triton_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        health.up = False
+        health.mark(False)
         await app[UPSTREAM].close()
         await app[TRITON_METRICS][0].close()
         await control.close()
@@ -296,7 +296,6 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
             app[METRICS],
         )
         unloader.drain_first(hub.drained)
-        hub.start()
     reconciler.start()
     if settings.autoscale:
         autoscaler.start()
@@ -359,6 +358,7 @@ def front_context(app: web.Application) -> Context:
         management=app[MANAGEMENT] if settings.admin else None,
         access_log=AccessLog(settings.log_format) if settings.access_log else None,
         auth=app.get(AUTH),
+        fresh_figures=hub.fresh_figures if (hub := app.get(HUB)) is not None else None,
     )
 
 

@@ -122,6 +122,24 @@ class Gateway:
                 continue  # exited between the two reads
         return None
 
+    def data_planes(self) -> list[int]:
+        """The gateway's data-plane children (--workers N > 1), live ones only."""
+        assert self.proc is not None
+        try:
+            children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return []
+        found = []
+        for pid in children.split():
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue  # exited between the reads
+            if b"data-plane" in cmdline and state != "Z":
+                found.append(int(pid))
+        return sorted(found)
+
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path else ""
 

@@ -41,6 +41,8 @@ class Context:
     access_log: AccessLog | None = None
     auth: Authorizer | None = None
     """The access check (--auth-file), or None."""
+    fresh_figures: Callable[[], Awaitable[None]] | None = None
+    """Before a scrape: the data planes' latest hot metrics (--workers N > 1), or None."""
 
     def authorize(self, call: Call, targets: Sequence[str] | None) -> Principal | None:
         """Nothing without --auth-file (None); else the caller, who must hold and be allowed

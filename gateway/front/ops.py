@@ -20,6 +20,8 @@ TRITON_SCRAPE_TIMEOUT_S = 1.0
 async def metrics(context: Context, call: Call) -> Reply:
     if context.settings.metrics_auth:
         context.authorize(call, None)
+    if context.fresh_figures is not None:
+        await context.fresh_figures()
     for kind, monitor in context.monitors.items():  # the latest readings: none taken here
         if monitor.last is not None:
             context.metrics.record_memory(kind, monitor.last)

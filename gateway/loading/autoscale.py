@@ -100,7 +100,7 @@ class Autoscaler:
                 await asyncio.sleep(pause)
                 for entry in self._registry.loaded():
                     name = entry.ref.triton_name
-                    self._sums[name] = self._sums.get(name, 0.0) + entry.pins
+                    self._sums[name] = self._sums.get(name, 0.0) + entry.pins + entry.elsewhere
             try:
                 await self.tick()
             except Exception:

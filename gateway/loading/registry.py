@@ -195,6 +195,9 @@ class ModelEntry:
     state: ModelState = ModelState.DOWNLOADING
     pins: int = 0
     """Requests in flight; a pinned model is never evicted."""
+    elsewhere: int = 0
+    """Requests in flight in the data planes (--workers), as last reported: for the views
+    and the autoscaler; their pins are not this process's (gateway/workers/drains.py)."""
     hits: int = 0
     last_used: float = field(default_factory=time.monotonic)
     disk_bytes: int = 0
@@ -236,7 +239,7 @@ class ModelEntry:
             "tritonName": self.ref.triton_name,
             "variant": self.ref.variant,
             "state": self.state.value,
-            "inFlight": self.pins,
+            "inFlight": self.pins + self.elsewhere,
             "hits": self.hits,
             "diskBytes": self.disk_bytes,
             "memoryKind": self.memory_kind,
@@ -438,6 +441,12 @@ class Registry:
             del self._named[named.name]
 
     # pins
+
+    def in_flight_elsewhere(self, triton_name: str, count: int) -> None:
+        """The data planes report ``count`` requests in flight for the model."""
+        entry = self._entries.get(triton_name)
+        if entry is not None:
+            entry.elsewhere = count
 
     def pin(self, entry: ModelEntry) -> _Pin:
         """``with registry.pin(entry):`` while a request is in flight."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Callable
 
 from gateway.errors import GatewayError, TritonUnavailable
 from gateway.triton.upstream import UpstreamPool
@@ -20,14 +21,27 @@ log = logging.getLogger(__name__)
 
 
 class TritonHealth:
-    """The supervisor writes it; requests read ``up`` (one attribute, on the hot path)."""
+    """The supervisor writes it (``mark``); requests read ``up`` (one attribute, on the hot
+    path)."""
 
-    __slots__ = ("retry_after", "up")
+    __slots__ = ("_listener", "retry_after", "up")
 
     def __init__(self, up: bool = False, retry_after: float = 5.0) -> None:
         self.up = up
         self.retry_after = retry_after
         """Seconds a client is told to wait (Retry-After) while Triton is down."""
+        self._listener: Callable[[bool], None] | None = None
+
+    def mark(self, up: bool) -> None:
+        """Triton is up (or not) from now on."""
+        changed = up != self.up
+        self.up = up
+        if changed and self._listener is not None:
+            self._listener(up)
+
+    def watch(self, listener: Callable[[bool], None]) -> None:
+        """Call ``listener(up)`` whenever ``up`` changes (the data planes must hear at once)."""
+        self._listener = listener
 
     def unavailable(self) -> TritonUnavailable:
         return TritonUnavailable(

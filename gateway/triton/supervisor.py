@@ -101,7 +101,7 @@ class TritonSupervisor:
         self._watcher = asyncio.create_task(self._watch(), name="triton-watcher")
 
     async def _spawn(self) -> None:
-        self.health.up = False
+        self.health.mark(False)
         proc = self._proc = await asyncio.create_subprocess_exec(
             *self.command(), env=self._runtime.env, start_new_session=True
         )
@@ -112,7 +112,7 @@ class TritonSupervisor:
         except BaseException:
             _kill_group(proc.pid)  # not ready in time, or stopping: leave nothing running
             raise
-        self.health.up = True
+        self.health.mark(True)
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process) -> None:
         loop = asyncio.get_running_loop()
@@ -134,7 +134,7 @@ class TritonSupervisor:
             proc = self._proc
             assert proc is not None
             reason = await self._until_failed(proc)
-            self.health.up = False
+            self.health.mark(False)
             _kill_group(proc.pid)  # a hung server, and the stubs of a crashed one
             await proc.wait()
             log.error("tritonserver %s; restarting", reason)
@@ -172,12 +172,12 @@ class TritonSupervisor:
         if self._stopping or proc is None or proc.returncode is not None:
             return
         log.warning("restarting tritonserver: %s", reason)
-        self.health.up = False
+        self.health.mark(False)
         _kill_group(proc.pid)
 
     async def stop(self) -> None:
         self._stopping = True
-        self.health.up = False
+        self.health.mark(False)
         if self._watcher is not None:
             self._watcher.cancel()
             with suppress(asyncio.CancelledError):
@@ -216,18 +216,18 @@ class ExternalWatch:
         self._background = Background("triton-liveness")
 
     def start(self) -> None:
-        self.health.up = True
+        self.health.mark(True)
         self._background.start(self._run())
 
     async def _run(self) -> None:
         while True:
             stalled = await self._probe.until_hung()
-            self.health.up = False
+            self.health.mark(False)
             log.error("Triton did not answer its liveness check for %.1f s: marked down", stalled)
             self._on_down()
             await self._probe.until_live()
             log.info("Triton answers again: marked up")
-            self.health.up = True
+            self.health.mark(True)
             self._on_up()
 
     async def stop(self) -> None:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
 from collections.abc import Sequence
 from contextlib import suppress
+from pathlib import Path
 
+import gateway
 from gateway.settings import Settings
 from gateway.workers.hub import Hub
 from gateway.workers.link import Link
@@ -28,6 +31,14 @@ RESTART_PAUSES_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 """Pauses before starting a data plane again, growing while it keeps dying."""
 STEADY_S = 10.0
 """A data plane that ran this long before dying is restarted after the shortest pause."""
+
+
+def _same_gateway() -> dict[str, str]:
+    """The environment, with the gateway this process runs (the compiled build or the
+    source) first on the path: a data plane serves the same code."""
+    home = str(Path(gateway.__file__).resolve().parent.parent)
+    path = os.environ.get("PYTHONPATH")
+    return {**os.environ, "PYTHONPATH": f"{home}:{path}" if path else home}
 
 
 class PlaneGroup:
@@ -52,6 +63,7 @@ class PlaneGroup:
         try:
             proc = await asyncio.create_subprocess_exec(
                 sys.executable,
+                "-P",  # the gateway this process imported, not a checkout in the cwd
                 "-m",
                 "gateway",
                 "data-plane",
@@ -61,6 +73,7 @@ class PlaneGroup:
                 str(theirs.fileno()),
                 *self._argv,
                 pass_fds=(theirs.fileno(),),
+                env=_same_gateway(),
             )
         finally:
             theirs.close()

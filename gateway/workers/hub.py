@@ -29,8 +29,8 @@ from gateway.workers.link import Link
 from gateway.workers.wire import Message, bytes_in, model_out, ref_in, reply_out
 
 log = logging.getLogger(__name__)
-HEALTH_POLL_S = 0.05
-"""How often Triton's health flag is compared with what the data planes were told."""
+FIGURES_WAIT_S = 0.5
+"""How long a scrape waits for the data planes' latest figures (else it shows their last)."""
 MAX_HITS = 10_000
 """Hits per model and message passed to the eviction policy one by one (more are counted
 in the model's figures, not replayed)."""
@@ -65,10 +65,11 @@ class Hub:
         self._gens = itertools.count(1)
         self._serving: dict[str, tuple[ModelEntry, int]] = {}
         """Each serving model's entry and generation, as the data planes were told."""
-        self._told_up: bool | None = None
+        self._pins: dict[int, dict[str, int]] = {}
+        """Requests in flight per model, as each data plane last reported them."""
         self._tasks: set[asyncio.Task[None]] = set()
-        self._watch: asyncio.Task[None] | None = None
         registry.watch_serving(self._changed)
+        health.watch(lambda up: self._broadcast(self._health_message()))
 
     # what the registry says
 
@@ -92,18 +93,34 @@ class Hub:
         """Some data plane has a request in flight (as of its last report)."""
         return any(self._busy.values())
 
+    def _in_flight(self, plane: int, pins: dict[str, int]) -> None:
+        """A data plane's requests in flight per model: the registry holds their sums."""
+        before = self._pins.pop(plane, {})
+        if pins:
+            self._pins[plane] = pins
+        for name in before.keys() | pins.keys():
+            total = sum(counts.get(name, 0) for counts in self._pins.values())
+            self._registry.in_flight_elsewhere(name, total)
+
+    async def fresh_figures(self) -> None:
+        """Every data plane's hot metrics as of now (a scrape's first step); a plane that does
+        not answer in time keeps its last report."""
+        asks = [link.ask({"op": "ask", "q": "figures"}) for link in self._links.values()]
+        planes = list(self._links)
+        done = await asyncio.gather(
+            *(asyncio.wait_for(ask, FIGURES_WAIT_S) for ask in asks), return_exceptions=True
+        )
+        for plane, figures in zip(planes, done, strict=True):
+            if isinstance(figures, dict):
+                self._metrics.hot.absorb(plane, figures)
+
     def _broadcast(self, message: Message) -> None:
         for link in self._links.values():
             link.send(message)
 
     # links
 
-    def start(self) -> None:
-        self._watch = asyncio.get_running_loop().create_task(self._watch_health())
-
     async def stop(self) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
         for task in list(self._tasks):
             task.cancel()
         for link in list(self._links.values()):
@@ -137,6 +154,7 @@ class Hub:
         if self._links.get(plane) is link:
             del self._links[plane]
         self._busy.pop(plane, None)
+        self._in_flight(plane, {})
         self._listening.pop(plane, None)
         self.drains.left(plane)
         self._metrics.hot.retire(plane)
@@ -149,6 +167,8 @@ class Hub:
             for name, count in message["counts"].items():
                 self._registry.used(name, min(count, MAX_HITS))
             self._busy[plane] = message["busy"]
+            if message["pins"] or plane in self._pins:
+                self._in_flight(plane, message["pins"])
         elif op == "figures":
             self._metrics.hot.absorb(plane, message["figures"])
         elif op == "drained":
@@ -227,11 +247,4 @@ class Hub:
     # health
 
     def _health_message(self) -> Message:
-        self._told_up = self._health.up
         return {"op": "health", "up": self._health.up, "retry_after": self._health.retry_after}
-
-    async def _watch_health(self) -> None:
-        while True:
-            await asyncio.sleep(HEALTH_POLL_S)
-            if self._health.up != self._told_up:
-                self._broadcast(self._health_message())

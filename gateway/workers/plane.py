@@ -96,6 +96,8 @@ class Plane:
             access_log=AccessLog(settings.log_format) if settings.access_log else None,
             auth=self.auth,
         )
+        self._busy = False
+        self._pinned = False
         self.front = FrontServer(self.context, PUBLIC, router=Router(forwarding(TABLE, self)))
 
     # what the request path asks the control process
@@ -162,27 +164,30 @@ class Plane:
             self.replica.drain(message["name"], message["gen"])
         elif op == "health":
             self.health.retry_after = message["retry_after"]
-            self.health.up = message["up"]
+            self.health.mark(message["up"])
             if not self.health.up:
                 self.upstream.abort_all(self.health.unavailable)
+        elif op == "ask" and message.get("q") == "figures":
+            self._link.answer(message["id"], self.metrics.hot.figures())
 
     async def report(self) -> None:
-        """Hits and the in-flight flag often, the hot metrics now and then."""
-        busy = False
+        """Hits and requests in flight often, the hot metrics now and then."""
         figures: Message = {}
         ticks = round(FIGURES_S / HITS_S)
         for tick in range(1, 2**62):
             await asyncio.sleep(HITS_S)
-            busy = self._send_hits(busy)
+            self._send_hits()
             if tick % ticks == 0:
                 figures = self._send_figures(figures)
 
-    def _send_hits(self, was_busy: bool) -> bool:
+    def _send_hits(self, always: bool = False) -> None:
         counts = self.replica.take_hits()
-        busy = self.replica.registry.busy()
-        if counts or busy != was_busy:
-            self._link.send({"op": "hits", "counts": counts, "busy": busy})
-        return busy
+        registry = self.replica.registry
+        busy = registry.busy()
+        pins = {e.ref.triton_name: e.pins for e in registry.loaded() if e.pins}
+        if always or counts or pins or busy != self._busy or self._pinned:
+            self._link.send({"op": "hits", "counts": counts, "busy": busy, "pins": pins})
+        self._busy, self._pinned = busy, bool(pins)
 
     def _send_figures(self, last: Message) -> Message:
         figures = self.metrics.hot.figures()
@@ -192,7 +197,7 @@ class Plane:
 
     def flush(self) -> None:
         """What is counted so far, before the plane ends."""
-        self._send_hits(True)
+        self._send_hits(always=True)
         self._send_figures({})
         if self.context.access_log is not None:
             self.context.access_log.flush()

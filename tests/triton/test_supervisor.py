@@ -54,7 +54,7 @@ def test_triton_health_down_is_unavailable_with_retry_after():
         health.check()
     assert info.value.status == 503
     assert info.value.retry_after == 3
-    health.up = True
+    health.mark(True)
     health.check()
 
 

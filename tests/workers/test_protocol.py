@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from functools import partial
 from typing import Any
 
 from hypothesis import HealthCheck, settings
@@ -149,7 +150,7 @@ class Protocol(RuleBasedStateMachine):
         replies = self.replies[plane]
         while plane in self.links and replies:
             message = replies.popleft()
-            self._run(lambda: self.hub.apply(plane, self.links[plane], message))  # type: ignore[arg-type]
+            self._run(partial(self.hub.apply, plane, self.links[plane], message))  # type: ignore[arg-type]
             if not everything:
                 return
 
@@ -186,7 +187,14 @@ class Protocol(RuleBasedStateMachine):
     def send_hits(self, plane: int) -> None:
         if plane in self.links:
             replica = self.replicas[plane]
-            message = {"op": "hits", "counts": replica.take_hits(), "busy": replica.registry.busy()}
+            registry = replica.registry
+            pins = {e.ref.triton_name: e.pins for e in registry.loaded() if e.pins}
+            message = {
+                "op": "hits",
+                "counts": replica.take_hits(),
+                "busy": registry.busy(),
+                "pins": pins,
+            }
             self.replies[plane].append(message)
 
     # planes die and come back
