@@ -98,6 +98,8 @@ bench-fleet: install tools
 soak: install
 	mkdir -p bench/results
 	SOAK_SECONDS=$${SOAK_SECONDS:-120} $(BENCH) tests.soak --json bench/results/soak.json
+	SOAK_SECONDS=$${SOAK_SECONDS:-120} SOAK_WORKERS=2 $(BENCH) tests.soak \
+	  --json bench/results/soak-workers2.json
 
 # The per-core ceiling: one gateway process in front of an upstream that costs ~nothing, on the
 # compiled request path (as `make run` serves it).

@@ -11,14 +11,18 @@ preloads, invokes and deletes models by name. Faults come on a schedule:
   server;
 - ENOSPC: the model repository is a small tmpfs (where mounting is allowed; otherwise "not
   run"), filled up while a model never loaded before is requested: it must be answered 507
-  with nothing left in .incoming, and load once the space is back.
+  with nothing left in .incoming, and load once the space is back;
+- with SOAK_WORKERS=N > 1 (``--workers N``), a data plane SIGKILL: the control process must
+  start another, and the clients' next connections must be answered. A request in flight
+  on the killed plane loses its connection; the clients retry such a request once on a new
+  connection, as boto3 does, and the retries are reported.
 
 After each fault the time to recover is measured: a new Triton and the hottest model
 answering correctly (Triton faults), or a model never loaded before answering (S3 faults).
 Reported: requests, answers by status, wrong answers, recovery times, the gateway's RSS and
 open file descriptors before and after, processes left once it stopped.
 
-    SOAK_SECONDS=120 (default) python -m tests.soak [--json out.json]
+    SOAK_SECONDS=120 (default) SOAK_WORKERS=1 python -m tests.soak [--json out.json]
 
 It lives with the tests, whose servers and fault proxy it drives; ``make soak`` runs it, and
 tests/integration/test_soak.py runs it short.
@@ -53,6 +57,8 @@ MiB = 1 << 20
 STUB_AIM_S = 10.0
 """A model whose stub was killed answers correctly again within this."""
 KILL_AIM_S = 10.0
+PLANE_AIM_S = 5.0
+"""A killed data plane is replaced, and the new one answers, within this."""
 HANG_MARGIN_S = 10.0
 ENOSPC_AIM_S = 30.0
 DISK_FAULT_ATTEMPTS = 3
@@ -73,6 +79,7 @@ class Config:
     clients: int = field(default_factory=lambda: int(env_number("SOAK_CLIENTS", 6)))
     liveness_s: float = field(default_factory=lambda: env_number("SOAK_LIVENESS_S", 5))
     budget_mib: int = field(default_factory=lambda: int(env_number("SOAK_BUDGET_MIB", 640)))
+    workers: int = field(default_factory=lambda: int(env_number("SOAK_WORKERS", 1)))
     zipf_s: float = 1.1
     probes: int = 8
     admin_port: int = field(default_factory=free_port)
@@ -156,6 +163,9 @@ class Tally:
         self.lock = threading.Lock()
         self.statuses: Counter[str] = Counter()
         self.wrong: list[str] = []
+        self.retried = 0
+        """Requests sent again on a new connection after theirs was dropped (a data plane
+        killed under them)."""
         self.requests = 0
         self.slowest = 0.0
 
@@ -171,11 +181,12 @@ class Tally:
 class Client:
     """One thread's connections: SageMaker and KServe v2 over http.client, and boto3."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tally: Tally | None = None) -> None:
         import boto3
         from botocore.config import Config as BotoConfig
 
         self.port = port
+        self.tally = tally
         self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CLIENT_TIMEOUT_S)
         self.boto = boto3.client(
             "sagemaker-runtime",
@@ -192,12 +203,24 @@ class Client:
 
     def post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
         try:
+            return self._post(path, body, headers)
+        except DROPPED:
+            self._retried()  # its connection was dropped: once more on a new one, as boto3
+            return self._post(path, body, headers)
+
+    def _post(self, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        try:
             self.conn.request("POST", path, body, {"Content-Type": "application/json", **headers})
             response = self.conn.getresponse()
             return response.status, response.read()
         except BaseException:
             self.conn.close()  # reconnect on the next request
             raise
+
+    def _retried(self) -> None:
+        if self.tally is not None:
+            with self.tally.lock:
+                self.tally.retried += 1
 
     def sagemaker(self, model: int, x: float) -> tuple[int, bytes]:
         headers = {"X-Amzn-SageMaker-Target-Model": f"m{model}.tar.gz"}
@@ -207,22 +230,33 @@ class Client:
         return self.post(f"/v2/models/m{model}/infer", v2_body(x), {})
 
     def boto3(self, model: int, x: float) -> tuple[int, bytes]:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import ClientError, ConnectionClosedError
 
-        try:
-            out = self.boto.invoke_endpoint(
-                EndpointName="soak",
-                TargetModel=f"m{model}.tar.gz",
-                ContentType="application/json",
-                Body=v2_body(x),
-            )
-        except ClientError as exc:
-            return int(exc.response["ResponseMetadata"]["HTTPStatusCode"]), b""
-        return 200, out["Body"].read()
+        for attempt in range(2):
+            try:
+                out = self.boto.invoke_endpoint(
+                    EndpointName="soak",
+                    TargetModel=f"m{model}.tar.gz",
+                    ContentType="application/json",
+                    Body=v2_body(x),
+                )
+            except ClientError as exc:
+                return int(exc.response["ResponseMetadata"]["HTTPStatusCode"]), b""
+            except ConnectionClosedError:
+                if attempt:
+                    raise
+                self._retried()
+                continue
+            return 200, out["Body"].read()
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.conn.close()
         self.boto.close()
+
+
+DROPPED = (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected)
+"""A connection the server side dropped: its process was killed under it."""
 
 
 def one_call(client: Client, tally: Tally, front: str, model: int, x: float) -> int:
@@ -246,7 +280,7 @@ def one_call(client: Client, tally: Tally, front: str, model: int, x: float) -> 
 
 def client_loop(port: int, tally: Tally, weights: list[float], seed: int, stop: threading.Event):
     rng = random.Random(seed)
-    client = Client(port)
+    client = Client(port, tally)
     fronts = ("sagemaker", "kserve", "boto3")
     n = 0
     try:
@@ -378,6 +412,23 @@ class Soak:
         if self.wait(self.healthy, (fault.aim_s or 30) + 20):
             fault.recovered_s = time.monotonic() - fault.injected
 
+    def plane_fault(self, fault: Fault) -> None:
+        """SIGKILL one data plane: another must be started, and answer."""
+        planes = self.gateway.data_planes()
+        if not planes:
+            fault.note = "no data plane running"
+            return
+        victim = planes[0]
+        fault.injected = time.monotonic()
+        os.kill(victim, signal.SIGKILL)
+
+        def replaced() -> bool:
+            now = self.gateway.data_planes()
+            return len(now) == len(planes) and victim not in now and self.healthy()
+
+        if self.wait(replaced, (fault.aim_s or 30) + 20):
+            fault.recovered_s = time.monotonic() - fault.injected
+
     def s3_fault(self, fault: Fault, inject: Callable[[], None]) -> None:
         model = self.next_cold
         self.next_cold += 1
@@ -394,6 +445,8 @@ class Soak:
             self.triton_fault(fault, signal.SIGSTOP)
         elif fault.name == "stub SIGKILL (hottest model)":
             self.stub_fault(fault)
+        elif fault.name == "data plane SIGKILL":
+            self.plane_fault(fault)
         elif fault.name == "S3 5xx burst":
             self.s3_fault(fault, lambda: self.proxy.fail_next(4, status=503))
         elif fault.name == "S3 body cut short":
@@ -447,8 +500,10 @@ class Soak:
 
 
 def schedule(config: Config) -> list[Fault]:
+    planes = [Fault("data plane SIGKILL", 0.25, PLANE_AIM_S)] if config.workers > 1 else []
     return [
         Fault("triton SIGKILL", 0.15, KILL_AIM_S),
+        *planes,
         Fault("triton SIGSTOP (hang)", 0.35, config.liveness_s + HANG_MARGIN_S),
         Fault("stub SIGKILL (hottest model)", 0.55, STUB_AIM_S),
         Fault("S3 5xx burst", 0.70, None),
@@ -508,6 +563,7 @@ def start_gateway(config: Config, work: Path, store: str, env: dict[str, str]) -
         "--shutdown-timeout", "10",
         "--no-access-log",
         "--admin-port", str(config.admin_port),  # management on its own listener
+        "--workers", str(config.workers),
     ]  # fmt: skip
     return gateway.start()
 
@@ -583,11 +639,20 @@ def _recovery(fault: Fault) -> str:
 
 
 def stop_gateway(gateway: Gateway, cache_dir: Path) -> tuple[float, int, list[int]]:
+    """(seconds, exit status, processes left: Triton's, its stubs, data planes)."""
     assert gateway.proc is not None
+    planes = gateway.data_planes()
     started = time.monotonic()
     code = gateway.stop(timeout=60)
     seconds = time.monotonic() - started
-    return seconds, code, triton_processes(cache_dir)
+    return seconds, code, triton_processes(cache_dir) + [p for p in planes if _alive(p)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 # -- the report
@@ -626,9 +691,10 @@ def report(result: dict[str, Any], config: Config, store_kind: str) -> list[tupl
     tally: Tally = result["tally"]
     print(f"\nchaos soak: {result['seconds']} s, {config.models} models (Zipf s={config.zipf_s}), "
           f"{config.clients} clients, {store_kind} store, budget {config.budget_mib} MiB, "
-          f"liveness timeout {config.liveness_s} s")  # fmt: skip
+          f"liveness timeout {config.liveness_s} s, --workers {config.workers}")  # fmt: skip
     print(f"requests: {tally.requests}; memory evictions: {result['evictions']}; "
-          f"slowest answer {tally.slowest:.1f} s")  # fmt: skip
+          f"slowest answer {tally.slowest:.1f} s; sent again after a dropped connection: "
+          f"{tally.retried}")  # fmt: skip
     for key, count in sorted(tally.statuses.items()):
         print(f"  {key:28} {count}")
     for wrong in tally.wrong[:10]:
@@ -661,8 +727,9 @@ def main() -> int:
                 result = drive(config, gateway, proxy, models_fs)
             finally:
                 result_stop = stop_gateway(gateway, work / "cache")
-                LOG.parent.mkdir(parents=True, exist_ok=True)
-                LOG.write_text(gateway.log())
+                log = LOG if config.workers == 1 else LOG.with_stem(f"{LOG.stem}-{config.workers}")
+                log.parent.mkdir(parents=True, exist_ok=True)
+                log.write_text(gateway.log())
             result["stop"] = result_stop
         rows = report(result, config, kind)
     if args.json:
@@ -675,6 +742,7 @@ def _as_json(result: dict[str, Any], rows: list[tuple[str, bool, str]]) -> dict[
     return {
         "seconds": result["seconds"],
         "requests": tally.requests,
+        "retried": tally.retried,
         "statuses": dict(tally.statuses),
         "wrong": tally.wrong,
         "evictions": result["evictions"],

@@ -1,4 +1,5 @@
-"""The chaos soak, short: ``tests/soak.py`` for about 20 s (``make soak`` runs it longer).
+"""The chaos soak, short: ``tests/soak.py`` for about 20 s (``make soak`` runs it longer),
+with one process and with two data planes (--workers 2, a data plane killed as well).
 
 A real gateway with its embedded Triton, a Zipf working set larger than its memory budget,
 three fronts, management calls, Triton SIGKILL and SIGSTOP, S3 faults through
@@ -19,8 +20,10 @@ from tests.servers import ROOT
 pytestmark = [pytest.mark.soak, pytest.mark.timeout(300)]
 
 
-def test_soak_short_all_aims_pass():
+@pytest.mark.parametrize("workers", [1, 2])
+def test_soak_short_all_aims_pass(workers):
     env = {**os.environ, "SOAK_SECONDS": "20", "SOAK_LIVENESS_S": "3"}
+    env["SOAK_WORKERS"] = str(workers)
     done = subprocess.run(
         [sys.executable, "-m", "tests.soak"],
         env=env,
@@ -36,3 +39,5 @@ def test_soak_short_all_aims_pass():
     assert "PASS  triton SIGKILL recovered" in report
     assert "PASS  stub SIGKILL (hottest model) recovered" in report
     assert "PASS  processes left = 0" in report
+    if workers > 1:
+        assert "PASS  data plane SIGKILL recovered" in report
