@@ -53,6 +53,11 @@ test: install tools compiled
 	EXPECT_REQUEST_PATH=compiled PYTHONPATH=$(COMPILED) \
 	  $(VENV)/bin/pytest --import-mode=append -p no:cacheprovider $(COMPILED_TESTS)
 
+# Every end-to-end test again with two data planes per gateway (--workers 2).
+.PHONY: test-workers
+test-workers: install tools
+	MME_WORKERS=2 $(VENV)/bin/pytest tests/integration -m "not soak"
+
 check: install
 	$(VENV)/bin/ruff format --check gateway tests bench deploy
 	$(VENV)/bin/ruff check gateway tests bench deploy

@@ -436,7 +436,7 @@ async def _listen_planes(
     fronts: list[FrontServer] = []
     servers: list[asyncio.Server] = []
     await _admin(settings, context, fronts, servers, announce)
-    group = PlaneGroup(settings, argv, hub)
+    group = PlaneGroup(settings, argv, hub, stop)
 
     def hup() -> None:  # --auth-file: read again here and in every data plane
         if context.auth is not None:

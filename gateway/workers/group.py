@@ -42,8 +42,13 @@ def _same_gateway() -> dict[str, str]:
 
 
 class PlaneGroup:
-    def __init__(self, settings: Settings, argv: Sequence[str], hub: Hub) -> None:
+    def __init__(
+        self, settings: Settings, argv: Sequence[str], hub: Hub, stop: asyncio.Event | None = None
+    ) -> None:
+        """``stop``: set when the whole group is to stop (a plane that exits then, as on a
+        terminal's Ctrl-C that reaches every process, is not started again)."""
         self._settings = settings
+        self._stop = stop or asyncio.Event()
         self._argv = list(argv)
         self._hub = hub
         self.procs: dict[int, asyncio.subprocess.Process] = {}
@@ -103,12 +108,12 @@ class PlaneGroup:
         while not self._stopping:
             started = loop.time()
             code = await self.procs[index].wait()
-            if self._stopping:
-                return
             failures = 0 if loop.time() - started > STEADY_S else failures + 1
-            pause = RESTART_PAUSES_S[min(failures, len(RESTART_PAUSES_S)) - 1] if failures else 0
-            log.error("data plane %d exited (status %s): starting it again", index, code)
+            pause = RESTART_PAUSES_S[min(failures, len(RESTART_PAUSES_S) - 1)]
             await asyncio.sleep(pause)
+            if self._stopping or self._stop.is_set():
+                return
+            log.error("data plane %d exited (status %s): started again", index, code)
             try:
                 await self._start(index)
                 self.restarts += 1

@@ -175,9 +175,11 @@ class Hub:
             self.drains.drained(plane, message["name"], message["gen"], message["pins"])
         elif op == "idle":
             self.drains.idle(plane, message["name"], message["gen"])
-        elif op == "unused":
-            held = self._serving.get(message["name"])
-            if held is not None and held[1] == message["gen"]:
+        elif op == "unused":  # --model-cache disabled: idle in that plane; and elsewhere?
+            name = message["name"]
+            held = self._serving.get(name)
+            busy = any(name in counts for counts in self._pins.values())
+            if held is not None and held[1] == message["gen"] and not busy:
                 self._unload_soon(held[0])
         elif op == "listening":
             listening = self._listening.pop(plane, None)
