@@ -177,6 +177,9 @@ class Hub:
             self.drains.idle(plane, message["name"], message["gen"])
         elif op == "unused":  # --model-cache disabled: idle in that plane; and elsewhere?
             name = message["name"]
+            counts = self._pins.get(plane, {})
+            if name in counts:  # newer than that plane's last report
+                self._in_flight(plane, {n: c for n, c in counts.items() if n != name})
             held = self._serving.get(name)
             busy = any(name in counts for counts in self._pins.values())
             if held is not None and held[1] == message["gen"] and not busy:
