@@ -48,10 +48,17 @@ tools:
 # modules' own tests and the request path end to end (gateway/build.py lists both).
 COMPILED_TESTS = $(shell $(PYTHON) gateway/build.py tests)
 
+# The whole suite; the protocol's end-to-end tests again with two data planes (make
+# test-workers runs every end-to-end test that way); the request path's tests on the build.
 test: install tools compiled
 	$(VENV)/bin/pytest
+	MME_WORKERS=2 $(VENV)/bin/pytest -p no:cacheprovider $(WORKERS_TESTS)
 	EXPECT_REQUEST_PATH=compiled PYTHONPATH=$(COMPILED) \
 	  $(VENV)/bin/pytest --import-mode=append -p no:cacheprovider $(COMPILED_TESTS)
+
+WORKERS_TESTS := tests/integration/test_sagemaker_runtime.py tests/integration/test_kserve_v2.py \
+  tests/integration/test_access_control.py tests/integration/test_metrics.py \
+  tests/integration/test_cold_start.py
 
 # Every end-to-end test again with two data planes per gateway (--workers 2).
 .PHONY: test-workers
