@@ -52,6 +52,8 @@ def serve(argv: Sequence[str]) -> None:
         Variants(settings)
     except ValueError as exc:
         parser.error(str(exc))
+    if settings.data_planes > 1 and settings.port == 0:
+        parser.error("--workers above 1 needs a fixed --port: every data plane binds the same one")
     if settings.admin and settings.admin_port == settings.port:
         parser.error("--admin-port must differ from --port: the management API never shares it")
     _check_auth(parser, settings)

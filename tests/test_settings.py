@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import Settings, add_arguments, parse_size, settings_from
+from gateway.settings import Settings, add_arguments, parse_size, settings_from, worker_count
 
 
 def _parse(argv, environ):
@@ -67,3 +67,26 @@ def test_settings_triton_targets_follow_url():
     settings = Settings(triton_url="http://triton:8000", triton_grpc_port=9001)
     assert settings.triton_http_url == "http://triton:8000"
     assert settings.triton_grpc_target == "triton:9001"
+
+
+@pytest.mark.parametrize(
+    ("text", "cores", "count"), [("auto", 64, 16), ("auto", 2, 1), ("3", 64, 3)]
+)
+def test_workers_count(text, cores, count):
+    assert worker_count(text, cores) == count
+
+
+@pytest.mark.parametrize("text", ["0", "-1", "two", "257", ""])
+def test_workers_refuses_what_is_no_count(text):
+    with pytest.raises(ValueError, match="--workers"):
+        worker_count(text)
+    with pytest.raises(SystemExit, match="--workers"):
+        settings_from(None, {"MME_WORKERS": text} if text else {"MME_WORKERS": " "})
+
+
+def test_workers_above_one_need_a_fixed_port(capsys):
+    from gateway.__main__ import serve
+
+    with pytest.raises(SystemExit):
+        serve(["--workers", "2", "--port", "0"])
+    assert "needs a fixed --port" in capsys.readouterr().err
