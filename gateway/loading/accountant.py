@@ -177,7 +177,7 @@ class MemoryAccountant:
                 or e.memory_bytes
                 or self.need(e.ref.triton_name, e.disk_bytes),
                 load_cost=e.load_seconds,
-                pinned=e.pins > 0 or e.scaling or e.held,
+                pinned=e.pins > 0 or e.elsewhere > 0 or e.scaling or e.held,
             )
             for e in self._registry.loaded()
             if e.memory_kind == kind and e.ref.triton_name != exclude
