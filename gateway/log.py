@@ -115,7 +115,7 @@ def whole_lines(lines: list[str], limit: int) -> Iterator[str]:
     chunk: list[str] = []
     size = 0
     for line in lines:
-        length = len(line.encode()) + 1 if not line.isascii() else len(line) + 1
+        length = len(line) + 1 if line.isascii() else len(line.encode("utf-8", "surrogatepass")) + 1
         if chunk and size + length > limit:
             yield "\n".join(chunk) + "\n"
             chunk, size = [], 0

@@ -89,7 +89,14 @@ def test_a_reply_arrives_byte_for_byte(body, status):
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(alphabet=st.characters(blacklist_characters="\n"), max_size=300)))
+@given(
+    st.lists(
+        st.text(
+            alphabet=st.characters(blacklist_characters="\n", codec="utf-8"),
+            max_size=300,
+        )
+    )
+)
 def test_access_log_chunks_are_whole_lines_within_the_limit(lines):
     chunks = list(whole_lines(lines, 512))
     assert "".join(chunks) == "".join(line + "\n" for line in lines)
