@@ -51,14 +51,6 @@ class Drains:
     def idle(self, plane: int, name: str, gen: int) -> None:
         self._settle((name, gen), plane)
 
-    def pending(self, name: str, gen: int) -> frozenset[int]:
-        """Data planes that may still have ``gen`` of ``name`` in flight."""
-        drain = self._open.get((name, gen))
-        return frozenset(drain.waiting) if drain is not None else frozenset()
-
-    def open(self) -> int:
-        return len(self._open)
-
     async def wait_all(self, name: str) -> None:
         """Until no live data plane has any generation of ``name`` in flight."""
         while True:

@@ -54,7 +54,6 @@ class PlaneGroup:
         self.procs: dict[int, asyncio.subprocess.Process] = {}
         self._keepers: set[asyncio.Task[None]] = set()
         self._stopping = False
-        self.restarts = 0
 
     async def start(self) -> None:
         """Every data plane, listening (RuntimeError if one cannot start)."""
@@ -116,7 +115,6 @@ class PlaneGroup:
             log.error("data plane %d exited (status %s): started again", index, code)
             try:
                 await self._start(index)
-                self.restarts += 1
             except (RuntimeError, OSError) as exc:
                 log.error("data plane %d: %s", index, exc)
 
