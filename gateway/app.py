@@ -296,6 +296,7 @@ async def loader_ctx(app: web.Application) -> AsyncIterator[None]:
             app[METRICS],
         )
         unloader.drain_first(hub.drained)
+        accountant.recount_first(hub.fresh_pins)
     reconciler.start()
     if settings.autoscale:
         autoscaler.start()

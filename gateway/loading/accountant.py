@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from gateway.errors import InsufficientMemory
@@ -62,6 +62,13 @@ class MemoryAccountant:
         self._locks = {kind: asyncio.Lock() for kind in parts.monitors}
         self._server_base: dict[str, int] = {}
         """What tritonserver's own process held, per memory kind, while no model was loaded."""
+        self._recount: Callable[[], Awaitable[None]] | None = None
+
+    def recount_first(self, recount: Callable[[], Awaitable[None]]) -> None:
+        """Before answering 507 because of models in flight elsewhere, await ``recount()``:
+        with data planes (--workers), their requests in flight as of now, not as of their
+        last report (which a request that just ended may still be in)."""
+        self._recount = recount
 
     # estimates
 
@@ -127,8 +134,12 @@ class MemoryAccountant:
         residents = self._residents(kind, ref.triton_name, sizes)
         evictable = sum(r.size for r in residents if not r.pinned)
         if need <= room and free + evictable < need:
-            # The books say no; the readings may know better (a model larger than it was
-            # thought): read what each idle model holds before answering 507.
+            # The books say no; the readings may know better: what the data planes have in
+            # flight now, and what each idle model holds (more than it was thought).
+            elsewhere = any(e.elsewhere for e in self._registry.loaded() if e.memory_kind == kind)
+            if self._recount is not None and elsewhere:
+                await self._recount()
+                residents = self._residents(kind, ref.triton_name)
             sizes = await self._reread(residents)
             residents = self._residents(kind, ref.triton_name, sizes)  # no await from here on
             evictable = sum(r.size for r in residents if not r.pinned)

@@ -196,9 +196,10 @@ class ModelEntry:
     pins: int = 0
     """Requests in flight; a pinned model is never evicted."""
     elsewhere: int = 0
-    """Requests in flight in the data planes (--workers), as last reported (every 100 ms):
-    the views, the autoscaler and the choice of victims read it. Their pins are not this
-    process's: an unload waits for the planes themselves (gateway/workers/drains.py)."""
+    """Requests in flight in the data planes (--workers), as last reported (every 100 ms,
+    or asked afresh before eviction answers 507): the views, the autoscaler and the choice
+    of victims read it. Their pins are not this process's: an unload waits for the planes
+    themselves (gateway/workers/drains.py)."""
     hits: int = 0
     last_used: float = field(default_factory=time.monotonic)
     disk_bytes: int = 0

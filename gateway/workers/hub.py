@@ -29,8 +29,9 @@ from gateway.workers.link import Link
 from gateway.workers.wire import Message, bytes_in, model_out, ref_in, reply_out
 
 log = logging.getLogger(__name__)
-FIGURES_WAIT_S = 0.5
-"""How long a scrape waits for the data planes' latest figures (else it shows their last)."""
+FRESH_WAIT_S = 0.5
+"""How long the hub waits for the data planes' figures or pins as of now (else it keeps
+their last report)."""
 MAX_HITS = 10_000
 """Hits per model and message passed to the eviction policy one by one (more are counted
 in the model's figures, not replayed)."""
@@ -105,14 +106,29 @@ class Hub:
     async def fresh_figures(self) -> None:
         """Every data plane's hot metrics as of now (a scrape's first step); a plane that does
         not answer in time keeps its last report."""
-        asks = [link.ask({"op": "ask", "q": "figures"}) for link in self._links.values()]
+        for plane, figures in await self._ask_all("figures"):
+            self._metrics.hot.absorb(plane, figures)
+
+    async def fresh_pins(self) -> None:
+        """Every data plane's requests in flight as of now (before eviction answers 507 for
+        models their last report had in flight); a plane that does not answer in time keeps
+        its last report."""
+        for plane, pins in await self._ask_all("pins"):
+            if plane in self._links:
+                self._in_flight(plane, pins)
+
+    async def _ask_all(self, question: str) -> list[tuple[int, Message]]:
+        """Each live data plane's answer, those that came within FRESH_WAIT_S."""
+        asks = [link.ask({"op": "ask", "q": question}) for link in self._links.values()]
         planes = list(self._links)
         done = await asyncio.gather(
-            *(asyncio.wait_for(ask, FIGURES_WAIT_S) for ask in asks), return_exceptions=True
+            *(asyncio.wait_for(ask, FRESH_WAIT_S) for ask in asks), return_exceptions=True
         )
-        for plane, figures in zip(planes, done, strict=True):
-            if isinstance(figures, dict):
-                self._metrics.hot.absorb(plane, figures)
+        return [
+            (plane, answer)
+            for plane, answer in zip(planes, done, strict=True)
+            if isinstance(answer, dict)
+        ]
 
     def _broadcast(self, message: Message) -> None:
         for link in self._links.values():

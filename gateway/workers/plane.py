@@ -169,6 +169,8 @@ class Plane:
                 self.upstream.abort_all(self.health.unavailable)
         elif op == "ask" and message.get("q") == "figures":
             self._link.answer(message["id"], self.metrics.hot.figures())
+        elif op == "ask" and message.get("q") == "pins":
+            self._link.answer(message["id"], self.replica.pins())
 
     async def report(self) -> None:
         """Hits and requests in flight often, the hot metrics now and then."""
@@ -182,9 +184,8 @@ class Plane:
 
     def _send_hits(self, always: bool = False) -> None:
         counts = self.replica.take_hits()
-        registry = self.replica.registry
-        busy = registry.busy()
-        pins = {e.ref.triton_name: e.pins for e in registry.loaded() if e.pins}
+        busy = self.replica.registry.busy()
+        pins = self.replica.pins()
         if always or counts or pins or busy != self._busy or self._pinned:
             self._link.send({"op": "hits", "counts": counts, "busy": busy, "pins": pins})
         self._busy, self._pinned = busy, bool(pins)

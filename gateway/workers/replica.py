@@ -85,6 +85,10 @@ class Replica:
         if gen >= 0:
             self._send({"op": "unused", "name": entry.ref.triton_name, "gen": gen})
 
+    def pins(self) -> dict[str, int]:
+        """Requests in flight here, per model that has any."""
+        return {e.ref.triton_name: e.pins for e in self.registry.loaded() if e.pins}
+
     def take_hits(self) -> dict[str, int]:
         counts, self._hits.counts = self._hits.counts, {}
         return counts
