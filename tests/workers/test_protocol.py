@@ -74,6 +74,13 @@ class Protocol(RuleBasedStateMachine):
             self._start_plane(plane)
 
     def teardown(self) -> None:
+        async def cancel_pending() -> None:  # replicas still waiting for pins to end
+            pending = asyncio.all_tasks() - {asyncio.current_task()}
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
+        self.loop.run_until_complete(cancel_pending())
         self.loop.close()
 
     def _run(self, action: Any) -> None:
