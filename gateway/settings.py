@@ -85,6 +85,9 @@ class Settings:
     """Data-plane processes serving --port: 1 serves everything in one process; N > 1 runs
     N processes sharing the port (SO_REUSEPORT) in front of one control process that owns
     loads, eviction and Triton; ``auto`` is a quarter of the CPU cores, at least 1."""
+    worker_timeout: float = 30.0
+    """Seconds a data plane (--workers above 1) may send nothing to its control process (it
+    reports every second) before it counts as hung: it is then killed and started again."""
     model_store: str = "./models"
     """Where model archives live: ``s3://bucket/prefix/`` or a local folder."""
     cache_dir: Path = Path("./.mme-cache")
@@ -234,6 +237,8 @@ class Settings:
         if self.max_unpack_ratio != 0 and self.max_unpack_ratio < 1:
             raise ValueError("--max-unpack-ratio must be 0 (off) or at least 1")
         worker_count(self.workers)  # refused now, not when serving
+        if self.worker_timeout <= 0:
+            raise ValueError("--worker-timeout must be above 0")
 
     @property
     def data_planes(self) -> int:

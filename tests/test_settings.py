@@ -84,6 +84,12 @@ def test_workers_refuses_what_is_no_count(text):
         settings_from(None, {"MME_WORKERS": text} if text else {"MME_WORKERS": " "})
 
 
+@pytest.mark.parametrize("text", ["0", "-2"])
+def test_worker_timeout_must_be_above_zero(text):
+    with pytest.raises(SystemExit, match="--worker-timeout"):
+        settings_from(None, {"MME_WORKER_TIMEOUT": text})
+
+
 def test_workers_above_one_need_a_fixed_port(capsys):
     from gateway.__main__ import serve
 

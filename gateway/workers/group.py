@@ -3,8 +3,10 @@
 Each data plane is ``mme-gateway data-plane`` with the control process's own serve flags
 (and environment), so every process reads the same settings; it gets one end of a socket
 pair as its link. One that exits unasked is started again (after a pause that grows while
-it keeps dying); its pins were released when its link closed. SIGHUP is passed on, so a
-reloaded --auth-file reaches every data plane.
+it keeps dying); its pins were released when its link closed. One that sends nothing for
+--worker-timeout seconds (it reports every second) is hung, stopped or stuck: it is killed,
+and started again the same way. SIGHUP is passed on, so a reloaded --auth-file reaches
+every data plane.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ RESTART_PAUSES_S = (0.1, 0.5, 1.0, 2.0, 5.0)
 """Pauses before starting a data plane again, growing while it keeps dying."""
 STEADY_S = 10.0
 """A data plane that ran this long before dying is restarted after the shortest pause."""
+WATCH_S = 1.0
+"""How often each data plane's silence is checked against --worker-timeout."""
 
 
 def _same_gateway() -> dict[str, str]:
@@ -106,7 +110,7 @@ class PlaneGroup:
         failures = 0
         while not self._stopping:
             started = loop.time()
-            code = await self.procs[index].wait()
+            code = await self._watch(index)
             failures = 0 if loop.time() - started > STEADY_S else failures + 1
             pause = RESTART_PAUSES_S[min(failures, len(RESTART_PAUSES_S) - 1)]
             await asyncio.sleep(pause)
@@ -117,6 +121,24 @@ class PlaneGroup:
                 await self._start(index)
             except (RuntimeError, OSError) as exc:
                 log.error("data plane %d: %s", index, exc)
+
+    async def _watch(self, index: int) -> int | None:
+        """Data plane ``index``'s exit status, once it exits or is killed as hung."""
+        proc = self.procs[index]
+        exited = asyncio.ensure_future(proc.wait())
+        loop = asyncio.get_running_loop()
+        checked = loop.time()
+        while not (await asyncio.wait({exited}, timeout=WATCH_S))[0]:
+            # A late check means this process's own loop was held up: the plane's messages
+            # may be waiting unread, so its silence is not judged this time.
+            late, checked = loop.time() - checked > 2 * WATCH_S, loop.time()
+            silent = self._hub.silent_for(index)
+            if not late and silent > self._settings.worker_timeout:
+                log.error("data plane %d sent nothing for %.0f s: killed as hung", index, silent)
+                with suppress(ProcessLookupError):
+                    proc.kill()
+                break
+        return await exited
 
     def signal(self, sig: signal.Signals) -> None:
         for proc in self.procs.values():

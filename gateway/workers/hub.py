@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -68,6 +69,8 @@ class Hub:
         """Each serving model's entry and generation, as the data planes were told."""
         self._pins: dict[int, dict[str, int]] = {}
         """Requests in flight per model, as each data plane last reported them."""
+        self._heard: dict[int, float] = {}
+        """When each live data plane's last message was read (time.monotonic)."""
         self._tasks: set[asyncio.Task[None]] = set()
         registry.watch_serving(self._changed)
         health.watch(lambda up: self._broadcast(self._health_message()))
@@ -89,6 +92,11 @@ class Hub:
     async def drained(self, entry: ModelEntry) -> None:
         """The unloader's first step: until no data plane has the model in flight."""
         await self.drains.wait_all(entry.ref.triton_name)
+
+    def silent_for(self, plane: int) -> float:
+        """Seconds since data plane ``plane`` last sent anything (0 while it has no link)."""
+        heard = self._heard.get(plane)
+        return 0.0 if heard is None else time.monotonic() - heard
 
     def busy(self) -> bool:
         """Some data plane has a request in flight (as of its last report)."""
@@ -152,6 +160,7 @@ class Hub:
         self.attach(plane, link)
         try:
             while (message := await link.receive()) is not None:
+                self._heard[plane] = time.monotonic()
                 self.apply(plane, link, message)
         finally:
             self.detach(plane, link)
@@ -160,6 +169,7 @@ class Hub:
         """A data plane's link is up: Triton's health and a snapshot of what serves, then
         every change as it happens."""
         self._links[plane] = link
+        self._heard[plane] = time.monotonic()
         self.drains.joined(plane)
         link.send(self._health_message())
         for entry, gen in self._serving.values():
@@ -170,6 +180,7 @@ class Hub:
         if self._links.get(plane) is link:
             del self._links[plane]
         self._busy.pop(plane, None)
+        self._heard.pop(plane, None)
         self._in_flight(plane, {})
         self._listening.pop(plane, None)
         self.drains.left(plane)

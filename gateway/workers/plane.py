@@ -5,7 +5,8 @@ one process would: the same front, the same ``InferenceService``, its own upstre
 Triton. What it lacks it asks the control process over its link: a model that is not in
 its replica (a miss), a bare KServe name, Triton's word on a model that answered oddly.
 Every other route (/ping, /metrics, model metadata) is forwarded whole and answered there.
-Hits go back every ``HITS_S`` and metrics every ``FIGURES_S``.
+Hits go back every ``HITS_S`` and metrics every ``FIGURES_S``; a report at least every
+``FIGURES_S`` tells the control process the plane is alive (--worker-timeout).
 
 Without its control process it has no trustworthy table: it stops taking connections,
 lets the requests in flight end, and exits.
@@ -25,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway.auth import Authorizer
-from gateway.errors import ModelNotReady
+from gateway.errors import ModelNotReady, ServiceUnavailable
 from gateway.front import kserve_v2, sagemaker
 from gateway.front.call import Call
 from gateway.front.context import Context
@@ -52,6 +53,9 @@ HITS_S = 0.1
 """How often hits (the eviction policy's recency) and the in-flight flag are sent."""
 FIGURES_S = 1.0
 """How often the hot metrics are sent: a scrape is at most this far behind."""
+ANSWER_GRACE_S = 1.0
+"""How long past a request's deadline a data plane waits for its control process's answer
+(which is due by the deadline): a hung control process costs a request no more."""
 _SERVED_HERE = (sagemaker.invoke, kserve_v2.infer)
 
 
@@ -107,7 +111,13 @@ class Plane:
         its READY before its answer; asked again if it was drained in between."""
         while True:
             wait = max(deadline - self._loop.time(), 0.0)
-            await self._link.ask({"op": "ask", "q": "load", "ref": ref_out(ref), "wait": wait})
+            ask = self._link.ask({"op": "ask", "q": "load", "ref": ref_out(ref), "wait": wait})
+            try:
+                await asyncio.wait_for(ask, wait + ANSWER_GRACE_S)
+            except TimeoutError:  # the control process answers 429 itself when it can
+                raise ModelNotReady(
+                    f"Model '{ref.shown}' is still loading; retry the request shortly."
+                ) from None
             entry = self.replica.registry.get(ref.triton_name)
             if entry is not None and entry.state is ModelState.READY:
                 return entry
@@ -133,7 +143,8 @@ class Plane:
 
     async def forward(self, context: Context, call: Call) -> Reply:
         """A route the control process serves: the request as received, its answer as given."""
-        answer = await self._link.ask(
+        wait = max(call.deadline - self._loop.time(), 0.0)
+        ask = self._link.ask(
             {
                 "op": "ask",
                 "q": "call",
@@ -142,9 +153,15 @@ class Plane:
                 "headers": call.headers,
                 "body": bytes_out(call.body),
                 "rid": call.rid,
-                "wait": max(call.deadline - self._loop.time(), 0.0),
+                "wait": wait,
             }
         )
+        try:
+            answer = await asyncio.wait_for(ask, wait + ANSWER_GRACE_S)
+        except TimeoutError:
+            raise ServiceUnavailable(
+                "The gateway's control process did not answer in time; retry the request."
+            ) from None
         return reply_in(answer)
 
     # what the control process says
@@ -178,7 +195,7 @@ class Plane:
         ticks = round(FIGURES_S / HITS_S)
         for tick in range(1, 2**62):
             await asyncio.sleep(HITS_S)
-            self._send_hits()
+            self._send_hits(always=tick % ticks == 0)  # at least once a second: alive
             if tick % ticks == 0:
                 figures = self._send_figures(figures)
 

@@ -1,7 +1,8 @@
 """--workers 2 on a real Triton: two data-plane processes share the public port in front of
 one control process. One load however many planes miss; one /metrics that adds them up; a
-data plane killed is replaced; SIGTERM ends the whole group, and data planes that lose their
-control process stop taking connections.
+data plane killed or hung is replaced; SIGTERM ends the whole group; data planes that lose
+their control process stop taking connections, and while it hangs they serve what they hold
+and answer the rest in time.
 
 The rest of the end-to-end suite runs with any number of data planes too:
 ``MME_WORKERS=2 pytest tests/integration`` (``make test-workers``).
@@ -16,6 +17,7 @@ import re
 import signal
 import socket
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +31,8 @@ BODY = json.dumps(
     {"inputs": [{"name": "INPUT0", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}
 ).encode()
 HEADERS = {"X-Amzn-SageMaker-Target-Model": "add_one.tar.gz", "Content-Type": "application/json"}
+HUNG_S = 5
+"""--worker-timeout here: a data plane reports every second."""
 ACCESS_LINE = re.compile(
     r"^access [0-9a-f-]+ POST /endpoints/e/invocations model=add_one\.tar\.gz status=200 "
     r"ms=\d+\.\d{3} hit=[01]$"
@@ -40,16 +44,23 @@ def gateway(tmp_path: Path):
     store = tmp_path / "store"
     store.mkdir()
     package_model(EXAMPLES / "add_one", store / "add_one.tar.gz")
-    gw = Gateway(store=str(store), cache_dir=tmp_path / "cache", args=["--workers", "2"])
+    gw = Gateway(
+        store=str(store),
+        cache_dir=tmp_path / "cache",
+        args=["--workers", "2", "--worker-timeout", str(HUNG_S)],
+    )
     gw.env["MME_ACCESS_LOG"] = "true"
     gw.start()
     yield gw
     gw.stop()
 
 
-def _invoke(port: int, conn: http.client.HTTPConnection | None = None) -> int:
+def _invoke(
+    port: int, conn: http.client.HTTPConnection | None = None, target: str = "add_one.tar.gz"
+) -> int:
     conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-    conn.request("POST", "/endpoints/e/invocations", BODY, HEADERS)
+    headers = {**HEADERS, "X-Amzn-SageMaker-Target-Model": target}
+    conn.request("POST", "/endpoints/e/invocations", BODY, headers)
     response = conn.getresponse()
     response.read()
     return response.status
@@ -129,12 +140,7 @@ def test_a_killed_data_plane_is_replaced_and_its_counts_are_kept(gateway):
     assert before['mme_invocations_total{code="200"}'] == 10
     victim = gateway.data_planes()[0]
     os.kill(victim, signal.SIGKILL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        planes = gateway.data_planes()
-        if len(planes) == 2 and victim not in planes:
-            break
-        time.sleep(0.1)
+    planes = _replaced(gateway, victim, 15)
     assert len(planes) == 2 and victim not in planes, planes
     # New connections go to live listeners only: every request is answered.
     assert [_invoke(gateway.port) for _ in range(20)] == [200] * 20
@@ -142,6 +148,30 @@ def test_a_killed_data_plane_is_replaced_and_its_counts_are_kept(gateway):
     # What the dead plane counted before its last report may be lost, never counted twice.
     assert 20 <= after['mme_invocations_total{code="200"}'] <= 30
     assert "data plane 0 exited" in gateway.log() or "data plane 1 exited" in gateway.log()
+
+
+def _replaced(gateway: Gateway, victim: int, within_s: float) -> list[int]:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        planes = gateway.data_planes()
+        if len(planes) == 2 and victim not in planes:
+            break
+        time.sleep(0.1)
+    return planes
+
+
+def test_a_hung_data_plane_is_killed_and_replaced(gateway):
+    assert _invoke(gateway.port) == 200
+    victim = gateway.data_planes()[0]
+    os.kill(victim, signal.SIGSTOP)  # alive to the kernel, silent to its control process
+    try:
+        planes = _replaced(gateway, victim, HUNG_S + 15)
+    finally:
+        if _alive(victim):
+            os.kill(victim, signal.SIGKILL)
+    assert len(planes) == 2 and victim not in planes, planes
+    assert re.search(r"data plane [01] sent nothing for \d+ s: killed as hung", gateway.log())
+    assert [_invoke(gateway.port) for _ in range(20)] == [200] * 20
 
 
 def test_sigterm_ends_the_whole_group(gateway):
@@ -171,3 +201,39 @@ def test_data_planes_without_their_control_process_stop_taking_connections(gatew
         for pid in triton:  # the control process could not stop its Triton
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_while_the_control_process_hangs_data_planes_serve_what_they_hold_and_answer_in_time(
+    tmp_path: Path,
+):
+    store = tmp_path / "store"
+    store.mkdir()
+    for name in ("add_one", "other"):
+        package_model(EXAMPLES / "add_one", store / f"{name}.tar.gz")
+    args = ["--workers", "2", "--model-ready-timeout", "2"]
+    gateway = Gateway(store=str(store), cache_dir=tmp_path / "cache", args=args).start()
+    try:
+        assert _invoke(gateway.port) == 200  # loaded: both planes hold it
+        assert gateway.proc is not None
+        os.kill(gateway.proc.pid, signal.SIGSTOP)
+        try:
+            statuses = [_invoke(gateway.port) for _ in range(10)]
+            started = time.monotonic()
+            miss = _invoke(gateway.port, target="other.tar.gz")
+            waited = time.monotonic() - started
+            ping = urllib.request.Request(gateway.url + "/ping")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(ping, timeout=30)
+        finally:
+            os.kill(gateway.proc.pid, signal.SIGCONT)
+        assert statuses == [200] * 10
+        assert miss == 429 and waited < 10, (miss, waited)  # the ready timeout, plus 1 s
+        assert refused.value.code == 503
+        deadline = time.monotonic() + 60
+        while (status := _invoke(gateway.port, target="other.tar.gz")) == 429:
+            assert time.monotonic() < deadline, "the control process never answered again"
+            time.sleep(0.5)
+        assert status == 200
+        assert len(gateway.data_planes()) == 2  # a stopped control process killed none
+    finally:
+        gateway.stop()
