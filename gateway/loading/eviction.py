@@ -37,6 +37,10 @@ class EvictionPolicy(Protocol):
     def record_hit(self, name: str) -> None:
         """A request used a resident model. O(1): it is on the hot path."""
 
+    def record_hits(self, name: str, count: int) -> None:
+        """``count`` requests in a row used a resident model (the data planes' reports): as
+        ``count`` calls of ``record_hit``, in O(1) or O(visits)."""
+
     def record_evict(self, name: str) -> None:
         """The model left memory."""
 
@@ -81,6 +85,10 @@ class LRUPolicy:
     def record_hit(self, name: str) -> None:
         if name in self._order:
             self._order.move_to_end(name)
+
+    def record_hits(self, name: str, count: int) -> None:
+        if count > 0:
+            self.record_hit(name)
 
     def record_evict(self, name: str) -> None:
         self._order.pop(name, None)
@@ -137,6 +145,15 @@ class GDSFPolicy:
             return
         entry.freq += 1
         self._ticks += 1
+        entry.touched = self._ticks
+        entry.priority = self._priority(entry)
+
+    def record_hits(self, name: str, count: int) -> None:
+        entry = self._entries.get(name)
+        if entry is None or count <= 0:
+            return
+        entry.freq += count
+        self._ticks += count
         entry.touched = self._ticks
         entry.priority = self._priority(entry)
 
@@ -208,6 +225,19 @@ class DecayedGDSFPolicy:
         if entry is not None:
             weight = self._weight()  # first: it may rescale entry.score
             entry.score += weight
+
+    def record_hits(self, name: str, count: int) -> None:
+        entry = self._entries.get(name)
+        if entry is None or count <= 0:
+            return
+        if (self._ticks + count) / self._half_life > self._RESCALE_EXPONENT:
+            for _ in range(count):  # a rescale falls inside: rare, one at a time
+                self.record_hit(name)
+            return
+        # The weights of ticks t+1 .. t+count, a geometric series.
+        first = math.pow(2.0, (self._ticks + 1) / self._half_life)
+        entry.score += first * _series(count, math.log(2) / self._half_life)
+        self._ticks += count
 
     def record_evict(self, name: str) -> None:
         entry = self._entries.pop(name, None)
@@ -309,6 +339,27 @@ class VisitRatePolicy:
             entry.score += math.pow(2.0, self._exponent)
             entry.last = self._ticks
 
+    def record_hits(self, name: str, count: int) -> None:
+        entry = self._entries.get(name)
+        if entry is None or count <= 0:
+            return
+        if self._exponent + count * self._step > self._RESCALE_EXPONENT:
+            for _ in range(count):  # a rescale falls inside: rare, one at a time
+                self.record_hit(name)
+            return
+        # The hits take ticks start+1 .. end. The first that counts as a visit is the first
+        # at least ``span`` after the last one counted, then every ceil(span) ticks.
+        start, end = self._ticks, self._ticks + count
+        every = max(math.ceil(self._span), 1)
+        first = max(start + 1, math.ceil(entry.last + self._span))
+        if first <= end:
+            visits = (end - first) // every + 1
+            weight = math.pow(2.0, self._exponent + (first - start) * self._step)
+            entry.score += weight * _series(visits, math.log(2) * every * self._step)
+            entry.last = first + (visits - 1) * every
+        self._ticks = end
+        self._exponent += count * self._step
+
     def record_evict(self, name: str) -> None:
         entry = self._entries.pop(name, None)
         if entry is None:
@@ -346,6 +397,13 @@ class VisitRatePolicy:
                 entry.score *= factor
             for name in self._past:
                 self._past[name] *= factor
+
+
+def _series(terms: int, rate: float) -> float:
+    """1 + e^rate + e^(2 rate) + ... (``terms`` terms), accurate for a tiny ``rate``."""
+    if rate == 0.0:
+        return float(terms)
+    return math.expm1(terms * rate) / math.expm1(rate)
 
 
 POLICIES: dict[str, Callable[[], EvictionPolicy]] = {

@@ -119,6 +119,8 @@ class Residency(Protocol):
 
     def record_hit(self, name: str) -> None: ...
 
+    def record_hits(self, name: str, count: int) -> None: ...
+
     def record_evict(self, name: str) -> None: ...
 
 
@@ -127,6 +129,9 @@ class _Unheard:
         pass
 
     def record_hit(self, name: str) -> None:
+        pass
+
+    def record_hits(self, name: str, count: int) -> None:
         pass
 
     def record_evict(self, name: str) -> None:
@@ -339,8 +344,7 @@ class Registry:
             return
         entry.hits += count
         entry.last_used = self._clock()
-        for _ in range(count):
-            self._on_hit(triton_name)
+        self._residency.record_hits(triton_name, count)
 
     def get(self, triton_name: str) -> ModelEntry | None:
         return self._entries.get(triton_name)

@@ -34,8 +34,9 @@ FRESH_WAIT_S = 0.5
 """How long the hub waits for the data planes' figures or pins as of now (else it keeps
 their last report)."""
 MAX_HITS = 10_000
-"""Hits per model and message passed to the eviction policy one by one (more are counted
-in the model's figures, not replayed)."""
+"""Hits per model and message passed to the eviction policy (one call, ``record_hits``;
+more are counted in the model's figures, not passed on). 10,000 per 100 ms is more than a
+data plane serves."""
 
 
 class Hub:

@@ -32,6 +32,9 @@ class _Hits:
     def record_hit(self, name: str) -> None:
         self.counts[name] = self.counts.get(name, 0) + 1
 
+    def record_hits(self, name: str, count: int) -> None:
+        self.counts[name] = self.counts.get(name, 0) + count
+
     def record_evict(self, name: str) -> None:
         pass
 

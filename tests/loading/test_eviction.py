@@ -1,6 +1,11 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.loading.eviction import (
     DEFAULT_POLICY,
@@ -233,3 +238,62 @@ def test_make_policy_unknown_name_lists_valid_ones():
         make_policy("lfu")
     for name in POLICIES:
         assert name in str(info.value)
+
+
+def _fields(entries: dict[str, Any], names: tuple[str, ...]) -> dict[str, float]:
+    return {f"{n}.{k}": getattr(e, k) for n, e in entries.items() for k in names}
+
+
+def _state(policy: EvictionPolicy) -> dict[str, float]:
+    """Everything a policy decides from, flattened to numbers."""
+    if isinstance(policy, LRUPolicy):
+        return {name: i for i, name in enumerate(policy._order)}
+    if isinstance(policy, GDSFPolicy):
+        fields = _fields(policy._entries, ("freq", "touched", "priority"))
+        return {**fields, "ticks": policy._ticks, "clock": policy._clock}
+    if isinstance(policy, DecayedGDSFPolicy):
+        past = {f"past.{n}": s for n, s in policy._past_score.items()}
+        return {**_fields(policy._entries, ("score",)), **past, "ticks": policy._ticks}
+    assert isinstance(policy, VisitRatePolicy)
+    past = {f"past.{n}": s for n, s in policy._past.items()}
+    fields = _fields(policy._entries, ("score", "last"))
+    return {**fields, **past, "ticks": policy._ticks, "exponent": policy._exponent}
+
+
+SMALL_HALF_LIVES: dict[
+    str, Callable[[], EvictionPolicy]
+] = {  # rescales within a few hundred hits, so batches straddle them
+    "gdsf-decay (half-life 2)": lambda: DecayedGDSFPolicy(half_life=2),
+    "gdsf-visits (half-life 0.5)": lambda: VisitRatePolicy(half_life=0.5, gap=2.5),
+}
+_OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("load"), st.sampled_from("abc"), st.integers(1, 8), st.integers(1, 8)),
+        st.tuples(st.just("hits"), st.sampled_from("abc"), st.integers(0, 700), st.just(0)),
+        st.tuples(st.just("evict"), st.sampled_from("abc"), st.just(0), st.just(0)),
+    ),
+    max_size=30,
+)
+
+
+@pytest.mark.parametrize("factory", [*ALL, *SMALL_HALF_LIVES])
+@settings(max_examples=150, deadline=None)
+@given(ops=_OPS)
+def test_a_batch_of_hits_is_as_many_hits_one_by_one(factory, ops):
+    make = SMALL_HALF_LIVES.get(factory) or POLICIES[factory]
+    batched, one_by_one = make(), make()
+    resident: set[str] = set()
+    for op, name, a, b in ops:
+        if op == "load" and name not in resident:
+            resident.add(name)
+            batched.record_load(name, a << 20, float(b))
+            one_by_one.record_load(name, a << 20, float(b))
+        elif op == "hits":
+            batched.record_hits(name, a)
+            for _ in range(a):
+                one_by_one.record_hit(name)
+        elif op == "evict" and name in resident:
+            resident.discard(name)
+            batched.record_evict(name)
+            one_by_one.record_evict(name)
+        assert _state(batched) == pytest.approx(_state(one_by_one), rel=1e-9, abs=1e-300)

@@ -72,6 +72,9 @@ class Heard:
     def record_hit(self, name: str) -> None:
         self.policy.record_hit(name)
 
+    def record_hits(self, name: str, count: int) -> None:
+        self.policy.record_hits(name, count)
+
     def record_evict(self, name: str) -> None:
         assert name in self.resident, f"{name} reported evicted while not resident"
         self.resident.discard(name)

@@ -270,6 +270,9 @@ class Told:
     def record_hit(self, name: str) -> None:
         self.events.append(("hit", name))
 
+    def record_hits(self, name: str, count: int) -> None:
+        self.events.append((f"hits {count}", name))
+
     def record_evict(self, name: str) -> None:
         self.events.append(("evict", name))
 
@@ -280,7 +283,10 @@ def test_registry_tells_the_policy_of_loads_hits_and_every_way_out():
     name = REF.triton_name
     entry = _ready(registry)
     registry.ready(name)
+    registry.used(name, 3)  # a data plane's report: one call for its hits
+    assert entry.hits == 4
     registry.start_unload(entry)
+    registry.used(name, 2)  # no longer serving: not counted
     registry.unloaded(entry)
     entry = _ready(registry)
     registry.vanished(entry)
@@ -291,7 +297,7 @@ def test_registry_tells_the_policy_of_loads_hits_and_every_way_out():
     registry.fetched(registry.begin(loading), 10, 0.1)  # never ready: never reported
     registry.reset()
     assert told.events == [
-        ("load", name), ("hit", name), ("evict", name),  # unloaded
+        ("load", name), ("hit", name), ("hits 3", name), ("evict", name),  # unloaded
         ("load", name), ("evict", name),  # vanished
         ("load", name), ("evict", name),  # reset
         ("load", name), ("evict", name),  # adopted, reset
