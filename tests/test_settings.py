@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,14 @@ def test_workers_above_one_need_a_fixed_port(capsys):
     with pytest.raises(SystemExit):
         serve(["--workers", "2", "--port", "0"])
     assert "needs a fixed --port" in capsys.readouterr().err
+
+
+def test_every_setting_has_a_row_in_the_readmes_table():
+    rows = [
+        line
+        for line in (Path(__file__).parent.parent / "README.md").read_text().splitlines()
+        if line.startswith("| `--")
+    ]
+    for field in dataclasses.fields(Settings):
+        flag, variable = f"`--{field.name.replace('_', '-')}`", f"`MME_{field.name.upper()}`"
+        assert any(flag in row and variable in row for row in rows), f"{flag} is not in README"
