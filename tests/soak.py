@@ -15,7 +15,9 @@ preloads, invokes and deletes models by name. Faults come on a schedule:
 - with SOAK_WORKERS=N > 1 (``--workers N``), a data plane SIGKILL: the control process must
   start another, and the clients' next connections must be answered. A request in flight
   on the killed plane loses its connection; the clients retry such a request once on a new
-  connection, as boto3 does, and the retries are reported.
+  connection, as boto3 does, and the retries are reported. Then a data plane SIGSTOP (a
+  hang): silent for --worker-timeout (SOAK_WORKER_TIMEOUT_S), it must be killed and
+  replaced the same way.
 
 After each fault the time to recover is measured: a new Triton and the hottest model
 answering correctly (Triton faults), or a model never loaded before answering (S3 faults).
@@ -80,6 +82,7 @@ class Config:
     liveness_s: float = field(default_factory=lambda: env_number("SOAK_LIVENESS_S", 5))
     budget_mib: int = field(default_factory=lambda: int(env_number("SOAK_BUDGET_MIB", 640)))
     workers: int = field(default_factory=lambda: int(env_number("SOAK_WORKERS", 1)))
+    worker_timeout_s: float = field(default_factory=lambda: env_number("SOAK_WORKER_TIMEOUT_S", 5))
     zipf_s: float = 1.1
     probes: int = 8
     admin_port: int = field(default_factory=free_port)
@@ -412,22 +415,27 @@ class Soak:
         if self.wait(self.healthy, (fault.aim_s or 30) + 20):
             fault.recovered_s = time.monotonic() - fault.injected
 
-    def plane_fault(self, fault: Fault) -> None:
-        """SIGKILL one data plane: another must be started, and answer."""
+    def plane_fault(self, fault: Fault, sig: signal.Signals) -> None:
+        """SIGKILL or SIGSTOP one data plane: another must be started, and answer (a stopped
+        one once the control process has killed it as hung)."""
         planes = self.gateway.data_planes()
         if not planes:
             fault.note = "no data plane running"
             return
         victim = planes[0]
         fault.injected = time.monotonic()
-        os.kill(victim, signal.SIGKILL)
+        os.kill(victim, sig)
 
         def replaced() -> bool:
             now = self.gateway.data_planes()
             return len(now) == len(planes) and victim not in now and self.healthy()
 
-        if self.wait(replaced, (fault.aim_s or 30) + 20):
-            fault.recovered_s = time.monotonic() - fault.injected
+        try:
+            if self.wait(replaced, (fault.aim_s or 30) + 20):
+                fault.recovered_s = time.monotonic() - fault.injected
+        finally:
+            if victim in self.gateway.data_planes():  # never killed: not left stopped
+                os.kill(victim, signal.SIGKILL)
 
     def s3_fault(self, fault: Fault, inject: Callable[[], None]) -> None:
         model = self.next_cold
@@ -446,7 +454,9 @@ class Soak:
         elif fault.name == "stub SIGKILL (hottest model)":
             self.stub_fault(fault)
         elif fault.name == "data plane SIGKILL":
-            self.plane_fault(fault)
+            self.plane_fault(fault, signal.SIGKILL)
+        elif fault.name == "data plane SIGSTOP (hang)":
+            self.plane_fault(fault, signal.SIGSTOP)
         elif fault.name == "S3 5xx burst":
             self.s3_fault(fault, lambda: self.proxy.fail_next(4, status=503))
         elif fault.name == "S3 body cut short":
@@ -500,11 +510,17 @@ class Soak:
 
 
 def schedule(config: Config) -> list[Fault]:
-    planes = [Fault("data plane SIGKILL", 0.25, PLANE_AIM_S)] if config.workers > 1 else []
+    # The two data plane faults apart: a request sent again after the first drop may still
+    # be in flight (a cold load) in the other plane; the clients send it only once more.
+    planes = config.workers > 1
+    killed = [Fault("data plane SIGKILL", 0.25, PLANE_AIM_S)] if planes else []
+    hung_s = config.worker_timeout_s + PLANE_AIM_S
+    hung = [Fault("data plane SIGSTOP (hang)", 0.45, hung_s)] if planes else []
     return [
         Fault("triton SIGKILL", 0.15, KILL_AIM_S),
-        *planes,
+        *killed,
         Fault("triton SIGSTOP (hang)", 0.35, config.liveness_s + HANG_MARGIN_S),
+        *hung,
         Fault("stub SIGKILL (hottest model)", 0.55, STUB_AIM_S),
         Fault("S3 5xx burst", 0.70, None),
         Fault("S3 body cut short", 0.80, None),
@@ -564,6 +580,7 @@ def start_gateway(config: Config, work: Path, store: str, env: dict[str, str]) -
         "--no-access-log",
         "--admin-port", str(config.admin_port),  # management on its own listener
         "--workers", str(config.workers),
+        "--worker-timeout", str(config.worker_timeout_s),
     ]  # fmt: skip
     return gateway.start()
 
