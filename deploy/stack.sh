@@ -11,7 +11,8 @@
 #
 # Variables: STACK_FILES (compose files, default the base file plus the CPU override),
 # MME_STACK_CACHE (base image tarball, wheels, the Compose binary; default
-# ~/.cache/mme-gateway), MME_MEMORY_BUDGET (passed to the gateway; the smoke sets one).
+# ~/.cache/mme-gateway), MME_MEMORY_BUDGET (passed to the gateway; the smoke sets one),
+# MME_WORKERS (passed to the gateway: its data-plane processes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

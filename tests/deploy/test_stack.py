@@ -218,6 +218,23 @@ def test_management_api_answers_inside_the_container_only():
     assert "8081" not in compose("port", "gateway", "8080")  # only 8080 is published
 
 
+def test_the_gateway_runs_the_data_planes_it_was_given():
+    """MME_WORKERS reaches the container: N > 1 data-plane processes serve its port."""
+    expected = int(os.environ.get("MME_WORKERS", "1"))
+    # Its own argument, NUL-separated: this script's text (which names it) does not match.
+    count = (
+        "import pathlib\n"
+        "def argv(p):\n"
+        "    try: return p.read_bytes()\n"
+        "    except OSError: return b''\n"
+        "procs = pathlib.Path('/proc').glob('[0-9]*/cmdline')\n"
+        "print(sum(b'\\0data-plane\\0' in argv(p) for p in procs))"
+    )
+    planes = int(compose("exec", "-T", "gateway", "python", "-c", count).strip())
+    assert planes == (expected if expected > 1 else 0)
+    assert http("GET", GATEWAY + "/ping")[0] == 200
+
+
 # ---------------------------------------------------------------------------------------------
 # Memory across containers: the gateway reads Triton's processes and evicts under its budget
 
