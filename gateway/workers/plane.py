@@ -115,16 +115,13 @@ class Plane:
             try:
                 await asyncio.wait_for(ask, wait + ANSWER_GRACE_S)
             except TimeoutError:  # the control process answers 429 itself when it can
-                raise ModelNotReady(
-                    f"Model '{ref.shown}' is still loading; retry the request shortly."
-                ) from None
+                break
             entry = self.replica.registry.get(ref.triton_name)
             if entry is not None and entry.state is ModelState.READY:
                 return entry
             if self._loop.time() >= deadline:
-                raise ModelNotReady(
-                    f"Model '{ref.shown}' is still loading; retry the request shortly."
-                )
+                break
+        raise ModelNotReady(f"Model '{ref.shown}' is still loading; retry the request shortly.")
 
     async def confirm_gone(self, entry: ModelEntry) -> bool:
         return bool(await self._ask_about(entry, "gone"))
