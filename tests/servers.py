@@ -102,10 +102,26 @@ class Gateway:
             )
         try:
             wait_http(self.url + "/ping", timeout, self.proc)
+            if self._workers() > 1:  # /ping answers once one data plane listens: all of them
+                self._wait_log("data planes: ", timeout)
         except Exception:
             self.stop()
             raise RuntimeError(f"gateway did not start:\n{self.log()}") from None
         return self
+
+    def _workers(self) -> int:
+        if "--workers" in self.args:
+            text = self.args[self.args.index("--workers") + 1]
+        else:
+            text = self.env.get("MME_WORKERS", os.environ.get("MME_WORKERS", "1"))
+        return int(text) if text.isdigit() else 1
+
+    def _wait_log(self, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{text!r} not logged within {timeout} s")
+            time.sleep(0.05)
 
     def triton_pid(self) -> int | None:
         """The gateway's tritonserver child, if one is running now."""

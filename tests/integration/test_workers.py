@@ -113,8 +113,12 @@ def test_forty_cold_requests_in_both_data_planes_are_one_download_and_one_load(g
     conns = [http.client.HTTPConnection("127.0.0.1", gateway.port, timeout=60) for _ in range(40)]
     for conn in conns:
         conn.connect()
-    time.sleep(0.3)
-    accepted = {pid: _sockets(pid) - before[pid] for pid in planes}
+    deadline = time.monotonic() + 10  # until the planes have accepted them all
+    while True:
+        accepted = {pid: _sockets(pid) - before[pid] for pid in planes}
+        if sum(accepted.values()) >= 40 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert all(count > 0 for count in accepted.values()), accepted  # the kernel used both
     with ThreadPoolExecutor(40) as pool:
         statuses = list(pool.map(lambda conn: _invoke(gateway.port, conn), conns))
@@ -203,6 +207,15 @@ def test_data_planes_without_their_control_process_stop_taking_connections(gatew
                 os.kill(pid, signal.SIGKILL)
 
 
+def _until_served(port: int, target: str) -> None:
+    """Asked until answered 200 (429 while it loads past the short ready timeout)."""
+    deadline = time.monotonic() + 60
+    while (status := _invoke(port, target=target)) == 429:
+        assert time.monotonic() < deadline, f"{target} never loaded"
+        time.sleep(0.5)
+    assert status == 200
+
+
 def test_while_the_control_process_hangs_data_planes_serve_what_they_hold_and_answer_in_time(
     tmp_path: Path,
 ):
@@ -213,7 +226,7 @@ def test_while_the_control_process_hangs_data_planes_serve_what_they_hold_and_an
     args = ["--workers", "2", "--model-ready-timeout", "2"]
     gateway = Gateway(store=str(store), cache_dir=tmp_path / "cache", args=args).start()
     try:
-        assert _invoke(gateway.port) == 200  # loaded: both planes hold it
+        _until_served(gateway.port, "add_one.tar.gz")  # loaded: both planes hold it
         assert gateway.proc is not None
         os.kill(gateway.proc.pid, signal.SIGSTOP)
         try:
@@ -229,11 +242,7 @@ def test_while_the_control_process_hangs_data_planes_serve_what_they_hold_and_an
         assert statuses == [200] * 10
         assert miss == 429 and waited < 10, (miss, waited)  # the ready timeout, plus 1 s
         assert refused.value.code == 503
-        deadline = time.monotonic() + 60
-        while (status := _invoke(gateway.port, target="other.tar.gz")) == 429:
-            assert time.monotonic() < deadline, "the control process never answered again"
-            time.sleep(0.5)
-        assert status == 200
+        _until_served(gateway.port, "other.tar.gz")  # the control process answers again
         assert len(gateway.data_planes()) == 2  # a stopped control process killed none
     finally:
         gateway.stop()
